@@ -1,0 +1,14 @@
+use analyze::{handle, Config, Deps};
+use lambda_http::{run, service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+
+    let config = Config::from_env().inspect_err(|error| tracing::error!(%error, "cold start failed"))?;
+    let sdk_config = api_common::load_sdk_config().await;
+    let force_path_style = api_common::force_path_style(std::env::var(api_common::FORCE_PATH_STYLE_ENV).ok());
+    let deps = Deps::new(&sdk_config, force_path_style, config);
+
+    run(service_fn(|request| handle(&deps, request))).await
+}

@@ -1,0 +1,111 @@
+//! AWS clients for one environment.
+//!
+//! Credentials and endpoints follow the SDK's conventions: the default credential chain
+//! (`AWS_PROFILE`, environment variables, SSO, ...) and `AWS_ENDPOINT_URL` /
+//! `AWS_ENDPOINT_URL_<SERVICE>`. An environment file's `endpoint` is used only when no
+//! endpoint variable is set, so pointing any environment at an emulator takes one variable
+//! and no code path differs. Against an emulator (a loopback endpoint) with no credentials
+//! configured, fixed test credentials are used, since emulators accept any.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+
+use crate::config::Environment;
+
+/// The endpoint every client of this environment uses, if it is overridden.
+pub fn endpoint(env: &Environment) -> Option<String> {
+    let from_var = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+    from_var("AWS_ENDPOINT_URL").or_else(|| env.endpoint.clone())
+}
+
+/// Whether `endpoint` is an emulator on this machine.
+pub fn is_local_endpoint(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.split(['/', ':']).next().unwrap_or(""),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn credentials_configured() -> bool {
+    ["AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+}
+
+/// The SDK configuration for an environment: its region, the endpoint rules above, and
+/// rustls over ring.
+pub async fn sdk_config(env: &Environment) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(env.region.clone()))
+        .http_client(api_common::https_client());
+    let endpoint = endpoint(env);
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        if let Some(endpoint) = &env.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+    }
+    if endpoint.as_deref().is_some_and(is_local_endpoint) && !credentials_configured() {
+        loader = loader.credentials_provider(Credentials::new("test", "test", None, None, "local-emulator"));
+    }
+    loader.load().await
+}
+
+/// One client per service the deployer uses, sharing one configuration.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub config: SdkConfig,
+    pub s3: aws_sdk_s3::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub apigateway: aws_sdk_apigatewayv2::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub sts: aws_sdk_sts::Client,
+    /// Whether S3 must be addressed path-style (emulators).
+    pub path_style: bool,
+}
+
+impl Clients {
+    pub fn new(config: SdkConfig, path_style: bool) -> Self {
+        let s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(path_style).build();
+        Self {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            iam: aws_sdk_iam::Client::new(&config),
+            lambda: aws_sdk_lambda::Client::new(&config),
+            apigateway: aws_sdk_apigatewayv2::Client::new(&config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
+            path_style,
+            config,
+        }
+    }
+
+    /// Clients for an environment.
+    pub async fn for_environment(env: &Environment) -> Self {
+        let path_style = endpoint(env).is_some();
+        Self::new(sdk_config(env).await, path_style)
+    }
+
+    /// The account the credentials belong to (STS GetCallerIdentity).
+    pub async fn account_id(&self) -> anyhow::Result<String> {
+        let identity = self.sts.get_caller_identity().send().await.map_err(|error| {
+            anyhow::anyhow!("STS GetCallerIdentity: {}", aws_sdk_sts::error::DisplayErrorContext(&error))
+        })?;
+        identity.account.ok_or_else(|| anyhow::anyhow!("STS GetCallerIdentity returned no account"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_local() {
+        assert!(is_local_endpoint("http://127.0.0.1:4566"));
+        assert!(is_local_endpoint("http://localhost:5000/"));
+        assert!(is_local_endpoint("http://[::1]:4566"));
+        assert!(!is_local_endpoint("https://s3.eu-west-1.amazonaws.com"));
+        assert!(!is_local_endpoint("http://127.example.com"));
+    }
+}

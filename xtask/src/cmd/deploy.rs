@@ -1,0 +1,204 @@
+//! `cargo xtask deploy --env E`: builds, plans, asks, and applies.
+//!
+//! A no-op deploy reads the state, compares, and stops: it takes no lock and writes nothing.
+//! Otherwise it takes the lock, resolves what an interrupted run left pending, plans again
+//! under the lock, shows the plan, asks for confirmation, and applies.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use tokio::sync::{watch, Mutex};
+
+use super::build::{self, BuildArgs};
+use super::env_arg::EnvArg;
+use crate::engine::apply::{apply, recover, Options, Recovered, Report};
+use crate::engine::plan::{plan, Plan};
+use crate::engine::resource::Resource;
+use crate::progress::Progress;
+use crate::providers::replace_keys;
+use crate::session::{self, Session};
+use crate::state::lock::{Lock, LockOptions};
+use crate::state::s3::{ensure_bucket, BucketStatus, Transport};
+use crate::state::writer::StateWriter;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How many resource operations may run at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+    /// Wait this long for another run's lock instead of failing at once, e.g. `90s`, `5m`.
+    #[arg(long, value_parser = parse_duration)]
+    pub lock_timeout: Option<Duration>,
+    /// Deploy the existing build (target/lambda/manifest.json) without building first.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// Parses `90`, `90s`, `5m`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 90s or 5m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("`{text}` is not a duration like 90s or 5m")),
+    }
+}
+
+pub fn run(args: &DeployArgs) -> Result<()> {
+    if !args.no_build {
+        build::run(&BuildArgs::default())?;
+    }
+    let manifest = session::manifest()?;
+    super::runtime()?.block_on(async {
+        let mut session = Session::open(&args.env.name).await?;
+        let state = session.read_state().await?;
+        let current = state.as_ref().map(|versioned| versioned.value.clone()).unwrap_or_default();
+        let account_id = session.account_id(&current).await?;
+        let desired = session.desired(&account_id, &manifest)?;
+        let first_look = plan(&desired, &current, replace_keys, session.env.protect)?;
+        if state.is_some() && !first_look.has_changes() && current.pending.is_empty() {
+            print!("{first_look}");
+            return Ok(());
+        }
+        if state.is_none() {
+            let transport = Transport::for_endpoint(crate::aws::endpoint(&session.env).as_deref());
+            let status = ensure_bucket(&session.clients.s3, &session.state_bucket, &session.env.region, transport).await?;
+            if status == BucketStatus::Created {
+                println!("Created the state bucket {}.", session.state_bucket);
+            }
+        }
+        let options = LockOptions::new("deploy").timeout(args.lock_timeout.unwrap_or(Duration::ZERO));
+        let lock = Lock::acquire(session.store.clone(), &options).await?;
+        let result = locked_deploy(&session, &desired, &account_id, args, &lock).await;
+        let released = lock.release().await;
+        result?;
+        released?;
+        Ok(())
+    })
+}
+
+async fn locked_deploy(
+    session: &Session,
+    desired: &[Resource],
+    account_id: &str,
+    args: &DeployArgs,
+    lock: &Lock<crate::state::s3::S3Store>,
+) -> Result<()> {
+    let mut writer = StateWriter::open(session.store.clone()).await?;
+    if writer.state().account_id.as_deref() != Some(account_id) {
+        writer.set_account_id(account_id).await?;
+    }
+    let provider = Arc::new(session.provider());
+    for recovered in recover(provider.as_ref(), &mut writer, replace_keys).await? {
+        println!("{}", describe_recovery(&recovered));
+    }
+    let plan = plan(desired, writer.state(), replace_keys, session.env.protect)?;
+    print!("{plan}");
+    if !plan.has_changes() {
+        return Ok(());
+    }
+    confirm(args.yes, "deploy")?;
+    let report = run_plan(&plan, desired, provider, writer, args.parallelism, lock).await?;
+    finish(&report)
+}
+
+/// Applies a plan with progress on stderr, stopping cleanly on Ctrl-C or a lost lock.
+pub async fn run_plan(
+    plan: &Plan,
+    desired: &[Resource],
+    provider: Arc<crate::providers::AwsProvider>,
+    writer: StateWriter<crate::state::s3::S3Store>,
+    parallelism: usize,
+    lock: &Lock<crate::state::s3::S3Store>,
+) -> Result<Report> {
+    let (cancel, cancelled) = watch::channel(false);
+    let options = Options::new(parallelism).cancelled_by(cancelled);
+    let work = apply(plan, desired, provider, Arc::new(Mutex::new(writer)), Arc::new(Progress::new()), options);
+    tokio::pin!(work);
+    let report = tokio::select! {
+        report = &mut work => report?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("Interrupted: finishing the operations in flight and saving state...");
+            cancel.send_replace(true);
+            work.await?
+        }
+        () = lock.lost() => {
+            eprintln!("The state lock was lost: finishing the operations in flight and stopping.");
+            cancel.send_replace(true);
+            work.await?
+        }
+    };
+    Ok(report)
+}
+
+/// Prints the summary and fails when anything did not complete.
+pub fn finish(report: &Report) -> Result<()> {
+    println!("\nApply: {}.", report.summary());
+    if report.succeeded() {
+        return Ok(());
+    }
+    let failures: Vec<String> = report.failures().map(|(id, error)| format!("  {id}: {error}")).collect();
+    match &report.stopped {
+        Some(why) if failures.is_empty() => bail!("the run stopped: {why}"),
+        _ => bail!("the run did not complete:\n{}", failures.join("\n")),
+    }
+}
+
+fn describe_recovery(recovered: &Recovered) -> String {
+    match recovered {
+        Recovered::Adopted { id, physical_id } => {
+            format!("Recovered {id}: an interrupted run created {physical_id}; adopted it.")
+        }
+        Recovered::NeverCreated { id } => format!("Recovered {id}: an interrupted create never happened."),
+        Recovered::UpdateRetried { id } => format!("Recovered {id}: an interrupted update will be applied again."),
+        Recovered::Deleted { id } => format!("Recovered {id}: an interrupted delete had completed."),
+        Recovered::StillExists { id } => format!("Recovered {id}: an interrupted delete did not happen."),
+    }
+}
+
+/// Asks before changing anything, unless `--yes`. Without a terminal, refuses.
+pub fn confirm(yes: bool, what: &str) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("refusing to {what} without confirmation: standard input is not a terminal; pass --yes to {what} anyway");
+    }
+    print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer).context("reading the answer")?;
+    if answer.trim() != "yes" {
+        bail!("{what} cancelled: the answer was not 'yes'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_common_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! One module per `cargo xtask` command. Each exposes its clap `Args` and a `run`.
+
+pub mod build;
+pub mod deploy;
+pub mod destroy;
+pub mod env_arg;
+pub mod outputs;
+pub mod plan;
+pub mod test;
+pub mod unlock;
+
+/// The async runtime for commands that talk to AWS.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

@@ -1,0 +1,94 @@
+//! `cargo xtask outputs --env E`: what a deployed environment offers, from its state.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::env_arg::EnvArg;
+use crate::engine::resource::ResourceId;
+use crate::functions::FUNCTIONS;
+use crate::session::Session;
+use crate::state::StateFile;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputsArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+    /// Print the outputs as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An environment's outputs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outputs {
+    pub environment: String,
+    pub api_url: Option<String>,
+    pub bucket: Option<String>,
+    /// Function name -> its deployed name and code hash.
+    pub functions: BTreeMap<String, FunctionOutput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionOutput {
+    pub name: String,
+    pub code_sha256: Option<String>,
+}
+
+fn output(state: &StateFile, id: &str, key: &str) -> Option<String> {
+    match state.resources.get(&ResourceId::new(id))?.outputs.get(key)? {
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+impl Outputs {
+    pub fn from_state(environment: &str, state: &StateFile) -> Self {
+        let functions = FUNCTIONS
+            .iter()
+            .filter_map(|function| {
+                let id = format!("function.{}", function.name);
+                let name = output(state, &id, "name")?;
+                Some((function.name.to_owned(), FunctionOutput { name, code_sha256: output(state, &id, "code_sha256") }))
+            })
+            .collect();
+        Self {
+            environment: environment.to_owned(),
+            api_url: output(state, "stage", "invoke_url").or_else(|| output(state, "api", "endpoint")),
+            bucket: output(state, "bucket.uploads", "name"),
+            functions,
+        }
+    }
+}
+
+impl std::fmt::Display for Outputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let none = || "-".to_owned();
+        writeln!(f, "api_url = {}", self.api_url.clone().unwrap_or_else(none))?;
+        writeln!(f, "bucket  = {}", self.bucket.clone().unwrap_or_else(none))?;
+        for (function, output) in &self.functions {
+            writeln!(f, "function.{function} = {} (code {})", output.name, output.code_sha256.clone().unwrap_or_else(none))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: &OutputsArgs) -> Result<()> {
+    super::runtime()?.block_on(async {
+        let session = Session::open(&args.env.name).await?;
+        let state = session
+            .read_state()
+            .await?
+            .with_context(|| format!("environment `{}` has never been deployed ({})", args.env.name, session.state_location()))?
+            .value;
+        let outputs = Outputs::from_state(&args.env.name, &state);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&outputs)?);
+        } else {
+            print!("{outputs}");
+        }
+        Ok(())
+    })
+}

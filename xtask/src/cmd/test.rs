@@ -1,0 +1,80 @@
+//! `cargo xtask test`: the one test command. It installs what the tests need, runs every
+//! test in the workspace, and checks that release builds are reproducible.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::arch::Arch;
+use crate::cmd::build::{self, BuildArgs};
+use crate::manifest::Manifest;
+use crate::process;
+use crate::venv::Venv;
+use crate::workspace;
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TestArgs {
+    /// Skip the reproducible-build check (two release builds), for quick local runs.
+    #[arg(long)]
+    pub skip_reproducibility: bool,
+    /// Extra arguments for `cargo test`, e.g. a test name filter.
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let root = workspace::root();
+    Venv::ensure(&root)?;
+
+    // The end-to-end tests run the deployer as a program (e.g. to kill it mid-deploy); this
+    // is the binary `cargo xtask` just built.
+    let xtask = std::env::current_exe().context("locating the xtask binary")?;
+    process::run(
+        Command::new("cargo")
+            .args(["test", "--workspace", "--locked"])
+            .args(&args.cargo_args)
+            .env("XTASK_BIN", &xtask)
+            .current_dir(&root),
+    )?;
+
+    if args.skip_reproducibility {
+        println!("test: reproducible-build check skipped");
+    } else {
+        check_reproducible(&root)?;
+    }
+    println!("test: all checks passed");
+    Ok(())
+}
+
+/// Builds the Lambdas, throws away their compiled code, builds them again from scratch, and
+/// requires byte-identical zips.
+fn check_reproducible(root: &std::path::Path) -> Result<()> {
+    build::run(&BuildArgs::default())?;
+    let first = hashes(root)?;
+    let mut clean = Command::new("cargo");
+    clean.args(["clean", "--release", "--target", Arch::X86_64.rust_target()]).current_dir(root);
+    for function in crate::functions::FUNCTIONS {
+        clean.args(["--package", function.name]);
+    }
+    clean.args(["--package", "api-common"]);
+    process::run(&mut clean)?;
+    build::run(&BuildArgs { force: true })?;
+    let second = hashes(root)?;
+    if first != second {
+        bail!("release builds are not reproducible: first build {first:#?}, second build {second:#?}");
+    }
+    println!("test: rebuilt from scratch, {} zips are byte-identical", second.len());
+    Ok(())
+}
+
+fn hashes(root: &std::path::Path) -> Result<BTreeMap<String, String>> {
+    let manifest = Manifest::load(root)?.context("the build wrote no manifest")?;
+    Ok(manifest
+        .functions
+        .into_iter()
+        .flat_map(|(function, by_arch)| {
+            by_arch.into_iter().map(move |(arch, artifact)| (format!("{function}/{arch}"), artifact.sha256_hex))
+        })
+        .collect())
+}

@@ -1,0 +1,492 @@
+//! Applying a plan along the dependency graph.
+//!
+//! A step starts as soon as the steps it depends on have finished, with at most
+//! `parallelism` steps in flight. Deletes run in reverse dependency order. After a failure
+//! (or a cancellation, e.g. Ctrl-C) nothing new starts; steps in flight finish and are
+//! recorded, and the steps that depend on a failed one are reported as skipped.
+//!
+//! Every mutation is journaled: a pending entry is saved before the cloud is touched and
+//! the result after. A crash in between leaves the pending entry, which [`recover`] resolves
+//! on the next run by looking the resource up under its deterministic name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinSet;
+
+use super::graph::{CycleError, Dag};
+use super::plan::{Action, Plan, Step};
+use super::provider::{Created, Provider};
+use super::resource::{resolve, Inputs, Kind, Reference, Resolved, Resource, ResourceId};
+use crate::state::{Operation, Pending, ResourceState, StateStore, StoreError};
+use crate::state::writer::StateWriter;
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Applied. The action is what was actually done: an update whose unknown values turned
+    /// out unchanged is a no-op.
+    Done { action: Action, elapsed: Duration },
+    Failed { error: String, elapsed: Duration },
+    /// Not started because a step it depends on failed or was skipped.
+    Skipped { because: ResourceId },
+    /// Not started because the run stopped (a failure elsewhere, or cancellation).
+    NotStarted,
+}
+
+/// Watches a run, e.g. to draw progress. Called from the executor's task.
+pub trait Observer: Send + Sync {
+    fn started(&self, step: &Step);
+    fn finished(&self, step: &Step, outcome: &Outcome);
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn started(&self, _: &Step) {}
+    fn finished(&self, _: &Step, _: &Outcome) {}
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub outcomes: BTreeMap<ResourceId, Outcome>,
+    /// Steps in the order they finished, for tests of ordering.
+    pub finished: Vec<ResourceId>,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<String>,
+}
+
+impl Report {
+    pub fn succeeded(&self) -> bool {
+        self.stopped.is_none() && self.outcomes.values().all(|outcome| matches!(outcome, Outcome::Done { .. }))
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = (&ResourceId, &String)> {
+        self.outcomes.iter().filter_map(|(id, outcome)| match outcome {
+            Outcome::Failed { error, .. } => Some((id, error)),
+            _ => None,
+        })
+    }
+
+    /// A one-line count of what happened, like Terraform's "Apply complete!" line.
+    pub fn summary(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for outcome in self.outcomes.values() {
+            let key = match outcome {
+                Outcome::Done { action: Action::Create, .. } => "added",
+                Outcome::Done { action: Action::Update, .. } => "changed",
+                Outcome::Done { action: Action::Replace, .. } => "replaced",
+                Outcome::Done { action: Action::Delete, .. } => "destroyed",
+                Outcome::Done { action: Action::NoOp, .. } => continue,
+                Outcome::Failed { .. } => "failed",
+                Outcome::Skipped { .. } => "skipped",
+                Outcome::NotStarted => "not started",
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+        let order = ["added", "changed", "replaced", "destroyed", "failed", "skipped", "not started"];
+        order.iter().map(|key| format!("{} {key}", counts.get(key).copied().unwrap_or(0))).collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Cycle(#[from] CycleError),
+    /// Saving state failed: the run stops at once, since the record could be lost.
+    #[error("saving state: {0}")]
+    State(#[from] StoreError),
+}
+
+/// Options for a run.
+#[derive(Clone)]
+pub struct Options {
+    pub parallelism: usize,
+    /// Becomes `true` to stop scheduling (Ctrl-C).
+    pub cancel: Option<watch::Receiver<bool>>,
+}
+
+impl Options {
+    /// Options for a run that is never cancelled.
+    pub fn new(parallelism: usize) -> Self {
+        Self { parallelism: parallelism.max(1), cancel: None }
+    }
+
+    pub fn cancelled_by(mut self, cancel: watch::Receiver<bool>) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+}
+
+/// Resolves when the run is asked to stop; never, without a cancel channel.
+async fn cancelled(cancel: &mut Option<watch::Receiver<bool>>) {
+    match cancel {
+        Some(receiver) => {
+            if receiver.wait_for(|cancelled| *cancelled).await.is_err() {
+                // The sender is gone: nobody can cancel any more.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies `plan` (made from `desired` and the writer's state).
+pub async fn apply<P: Provider, S: StateStore>(
+    plan: &Plan,
+    desired: &[Resource],
+    provider: Arc<P>,
+    writer: Arc<Mutex<StateWriter<S>>>,
+    observer: Arc<dyn Observer>,
+    options: Options,
+) -> Result<Report, ApplyError> {
+    let steps: BTreeMap<ResourceId, Step> = plan.steps.iter().map(|step| (step.id.clone(), step.clone())).collect();
+    let resources: BTreeMap<ResourceId, Resource> =
+        desired.iter().map(|resource| (resource.id.clone(), resource.clone())).collect();
+    let dag = {
+        let state = writer.lock().await;
+        execution_graph(plan, &resources, &state.state().resources)?
+    };
+
+    let mut waiting: BTreeMap<ResourceId, usize> = dag.ids().map(|id| (id.clone(), dag.dependencies(id).len())).collect();
+    let mut ready: BTreeSet<ResourceId> = waiting.iter().filter(|(_, n)| **n == 0).map(|(id, _)| id.clone()).collect();
+    let mut outcomes: BTreeMap<ResourceId, Outcome> = BTreeMap::new();
+    let mut finished = Vec::new();
+    let mut stopped: Option<String> = None;
+    let mut state_error: Option<StoreError> = None;
+    let mut running: JoinSet<(ResourceId, Result<Action, StepError>, Duration)> = JoinSet::new();
+    let mut cancel = options.cancel.clone();
+
+    loop {
+        while stopped.is_none() && running.len() < options.parallelism {
+            let Some(id) = ready.pop_first() else { break };
+            let step = steps[&id].clone();
+            observer.started(&step);
+            let (provider, writer, resource) = (provider.clone(), writer.clone(), resources.get(&id).cloned());
+            running.spawn(async move {
+                let start = Instant::now();
+                let result = execute(&step, resource.as_ref(), provider.as_ref(), &writer).await;
+                (step.id, result, start.elapsed())
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next() => {
+                let (id, result, elapsed) = joined.expect("a task is running").expect("steps do not panic");
+                let outcome = match result {
+                    Ok(action) => Outcome::Done { action, elapsed },
+                    Err(StepError::Provider(error)) => {
+                        stopped.get_or_insert_with(|| format!("{id} failed"));
+                        Outcome::Failed { error, elapsed }
+                    }
+                    Err(StepError::State(error)) => {
+                        stopped.get_or_insert_with(|| format!("saving state after {id} failed"));
+                        let message = error.to_string();
+                        state_error.get_or_insert(error);
+                        Outcome::Failed { error: message, elapsed }
+                    }
+                };
+                observer.finished(&steps[&id], &outcome);
+                if matches!(outcome, Outcome::Done { .. }) {
+                    for dependent in dag.dependents(&id) {
+                        let count = waiting.get_mut(&dependent).expect("dependent is in the graph");
+                        *count -= 1;
+                        if *count == 0 {
+                            ready.insert(dependent);
+                        }
+                    }
+                }
+                finished.push(id.clone());
+                outcomes.insert(id, outcome);
+            }
+            () = cancelled(&mut cancel), if stopped.is_none() => {
+                stopped = Some("cancelled".to_owned());
+            }
+        }
+    }
+
+    // Whatever did not run: skipped because of a failed dependency, or simply not started.
+    for id in dag.topological_order() {
+        if outcomes.contains_key(&id) {
+            continue;
+        }
+        let because = dag.dependencies(&id).into_iter().find(|dependency| {
+            matches!(outcomes.get(dependency), Some(Outcome::Failed { .. } | Outcome::Skipped { .. }))
+        });
+        let outcome = match because {
+            Some(because) => Outcome::Skipped { because },
+            None => Outcome::NotStarted,
+        };
+        observer.finished(&steps[&id], &outcome);
+        outcomes.insert(id, outcome);
+    }
+    if let Some(error) = state_error {
+        return Err(ApplyError::State(error));
+    }
+    Ok(Report { outcomes, finished, stopped })
+}
+
+/// The graph the executor walks. Steps for desired resources follow the resources'
+/// dependencies. A delete must run before the deletion (or replacement) of anything the
+/// deleted resource depended on, so those edges are reversed.
+fn execution_graph(
+    plan: &Plan,
+    resources: &BTreeMap<ResourceId, Resource>,
+    recorded: &BTreeMap<ResourceId, ResourceState>,
+) -> Result<Dag, CycleError> {
+    let mut after: BTreeMap<ResourceId, BTreeSet<ResourceId>> = BTreeMap::new();
+    for step in &plan.steps {
+        let dependencies = resources.get(&step.id).map(Resource::dependencies).unwrap_or_default();
+        after.entry(step.id.clone()).or_default().extend(dependencies);
+    }
+    for step in plan.steps.iter().filter(|step| step.action == Action::Delete) {
+        let Some(recorded) = recorded.get(&step.id) else { continue };
+        for dependency in &recorded.depends_on {
+            let goes_away = plan
+                .step(dependency.as_str())
+                .is_some_and(|dependency_step| matches!(dependency_step.action, Action::Delete | Action::Replace));
+            if goes_away {
+                after.entry(dependency.clone()).or_default().insert(step.id.clone());
+            }
+        }
+    }
+    Dag::new(after)
+}
+
+enum StepError {
+    Provider(String),
+    State(StoreError),
+}
+
+impl From<StoreError> for StepError {
+    fn from(error: StoreError) -> Self {
+        StepError::State(error)
+    }
+}
+
+async fn execute<P: Provider, S: StateStore>(
+    step: &Step,
+    resource: Option<&Resource>,
+    provider: &P,
+    writer: &Mutex<StateWriter<S>>,
+) -> Result<Action, StepError> {
+    match step.action {
+        Action::NoOp => Ok(Action::NoOp),
+        Action::Create => {
+            create(resource.expect("a create step has a desired resource"), provider, writer).await?;
+            Ok(Action::Create)
+        }
+        Action::Update => update(resource.expect("an update step has a desired resource"), provider, writer).await,
+        Action::Replace => {
+            delete(&step.id, provider, writer).await?;
+            create(resource.expect("a replace step has a desired resource"), provider, writer).await?;
+            Ok(Action::Replace)
+        }
+        Action::Delete => {
+            delete(&step.id, provider, writer).await?;
+            Ok(Action::Delete)
+        }
+    }
+}
+
+/// The resource's inputs with every reference resolved against the recorded outputs. The
+/// graph guarantees the referenced resources have been applied.
+async fn resolved_inputs<S: StateStore>(resource: &Resource, writer: &Mutex<StateWriter<S>>) -> Result<Inputs, StepError> {
+    let writer = writer.lock().await;
+    let state = writer.state();
+    let lookup = |reference: &Reference| state.resources.get(&reference.resource)?.outputs.get(&reference.output).cloned();
+    let mut inputs = Inputs::new();
+    for (key, value) in &resource.inputs {
+        match resolve(value, &lookup) {
+            Resolved::Known(value) => {
+                inputs.insert(key.clone(), value);
+            }
+            Resolved::Unknown => {
+                return Err(StepError::Provider(format!(
+                    "input `{key}` references an output that does not exist: {value}"
+                )));
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+fn now() -> String {
+    crate::state::lock::now_rfc3339()
+}
+
+async fn create<P: Provider, S: StateStore>(
+    resource: &Resource,
+    provider: &P,
+    writer: &Mutex<StateWriter<S>>,
+) -> Result<(), StepError> {
+    let inputs = resolved_inputs(resource, writer).await?;
+    let depends_on = resource.dependencies();
+    let pending = Pending {
+        operation: Operation::Create,
+        kind: resource.kind,
+        name: resource.name.clone(),
+        inputs: inputs.clone(),
+        depends_on: depends_on.clone(),
+        started_at: now(),
+    };
+    writer.lock().await.begin(resource.id.clone(), pending).await?;
+    // On failure the pending entry stays: a partly created resource is found and adopted by
+    // the next run instead of becoming an orphan.
+    let created = provider.create(resource.kind, &resource.name, &inputs).await.map_err(|e| StepError::Provider(e.to_string()))?;
+    let recorded = ResourceState {
+        kind: resource.kind,
+        name: resource.name.clone(),
+        physical_id: created.physical_id,
+        inputs,
+        outputs: created.outputs,
+        depends_on,
+    };
+    writer.lock().await.finish_create_or_update(resource.id.clone(), recorded).await?;
+    Ok(())
+}
+
+async fn update<P: Provider, S: StateStore>(
+    resource: &Resource,
+    provider: &P,
+    writer: &Mutex<StateWriter<S>>,
+) -> Result<Action, StepError> {
+    let inputs = resolved_inputs(resource, writer).await?;
+    let current = writer.lock().await.state().resources.get(&resource.id).cloned();
+    let current = current.ok_or_else(|| StepError::Provider(format!("{} is not recorded in state", resource.id)))?;
+    let keys: BTreeSet<&String> = inputs.keys().chain(current.inputs.keys()).collect();
+    let changed: Vec<String> = keys.into_iter().filter(|key| inputs.get(*key) != current.inputs.get(*key)).cloned().collect();
+    if changed.is_empty() && current.name == resource.name {
+        return Ok(Action::NoOp);
+    }
+    let depends_on = resource.dependencies();
+    let pending = Pending {
+        operation: Operation::Update,
+        kind: resource.kind,
+        name: resource.name.clone(),
+        inputs: inputs.clone(),
+        depends_on: depends_on.clone(),
+        started_at: now(),
+    };
+    writer.lock().await.begin(resource.id.clone(), pending).await?;
+    let outputs = provider.update(&current, &inputs, &changed).await.map_err(|e| StepError::Provider(e.to_string()))?;
+    let mut merged = current.outputs.clone();
+    merged.extend(outputs);
+    let recorded = ResourceState { inputs, outputs: merged, depends_on, ..current };
+    writer.lock().await.finish_create_or_update(resource.id.clone(), recorded).await?;
+    Ok(Action::Update)
+}
+
+async fn delete<P: Provider, S: StateStore>(
+    id: &ResourceId,
+    provider: &P,
+    writer: &Mutex<StateWriter<S>>,
+) -> Result<(), StepError> {
+    let current = writer.lock().await.state().resources.get(id).cloned();
+    let Some(current) = current else { return Ok(()) };
+    let pending = Pending {
+        operation: Operation::Delete,
+        kind: current.kind,
+        name: current.name.clone(),
+        inputs: Inputs::new(),
+        depends_on: current.depends_on.clone(),
+        started_at: now(),
+    };
+    writer.lock().await.begin(id.clone(), pending).await?;
+    provider.delete(&current).await.map_err(|e| StepError::Provider(e.to_string()))?;
+    writer.lock().await.finish_delete(id).await?;
+    Ok(())
+}
+
+/// What recovery did with one pending entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// A resource whose creation was interrupted exists: it is now recorded, with only its
+    /// identifying inputs, so that the next plan brings every other property to the
+    /// desired value.
+    Adopted { id: ResourceId, physical_id: String },
+    /// The interrupted create never reached the cloud.
+    NeverCreated { id: ResourceId },
+    /// An interrupted update: the resource keeps its last recorded inputs, so the next plan
+    /// applies the update again.
+    UpdateRetried { id: ResourceId },
+    /// An interrupted delete finished in the cloud.
+    Deleted { id: ResourceId },
+    /// An interrupted delete did not happen; the resource is still recorded.
+    StillExists { id: ResourceId },
+}
+
+/// Resolves every pending operation a crashed run left, by looking resources up under their
+/// deterministic names. Runs under the lock, before planning.
+pub async fn recover<P: Provider, S: StateStore>(
+    provider: &P,
+    writer: &mut StateWriter<S>,
+    replace_keys: impl Fn(Kind) -> &'static [&'static str],
+) -> Result<Vec<Recovered>, ApplyError> {
+    let pending: Vec<(ResourceId, Pending)> =
+        writer.state().pending.iter().map(|(id, pending)| (id.clone(), pending.clone())).collect();
+    let mut recovered = Vec::new();
+    for (id, pending) in pending {
+        let found = provider
+            .find(pending.kind, &pending.name, &pending.inputs)
+            .await
+            .map_err(|error| ApplyError::State(StoreError::Backend {
+                location: id.to_string(),
+                operation: "recovering a pending operation",
+                message: error.to_string(),
+            }))?;
+        let recorded = writer.state().resources.get(&id).cloned();
+        match (pending.operation, found, recorded) {
+            (Operation::Create, Some(Created { physical_id, outputs }), _) => {
+                let identifying: Inputs = pending
+                    .inputs
+                    .iter()
+                    .filter(|(key, _)| replace_keys(pending.kind).contains(&key.as_str()))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect();
+                let adopted = ResourceState {
+                    kind: pending.kind,
+                    name: pending.name.clone(),
+                    physical_id: physical_id.clone(),
+                    inputs: identifying,
+                    outputs,
+                    depends_on: pending.depends_on.clone(),
+                };
+                writer.finish_create_or_update(id.clone(), adopted).await?;
+                recovered.push(Recovered::Adopted { id, physical_id });
+            }
+            (Operation::Create, None, _) => {
+                writer.clear_pending(&id).await?;
+                recovered.push(Recovered::NeverCreated { id });
+            }
+            (Operation::Update, found, Some(mut recorded)) => {
+                if let Some(found) = found {
+                    recorded.outputs.extend(found.outputs);
+                }
+                writer.finish_create_or_update(id.clone(), recorded).await?;
+                recovered.push(Recovered::UpdateRetried { id });
+            }
+            (Operation::Update, _, None) => {
+                writer.clear_pending(&id).await?;
+                recovered.push(Recovered::NeverCreated { id });
+            }
+            (Operation::Delete, None, _) => {
+                writer.finish_delete(&id).await?;
+                recovered.push(Recovered::Deleted { id });
+            }
+            (Operation::Delete, Some(_), _) => {
+                writer.clear_pending(&id).await?;
+                recovered.push(Recovered::StillExists { id });
+            }
+        }
+    }
+    Ok(recovered)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,19 @@
+//! `cargo xtask`: builds, packages and (later) deploys the image-analyzer Lambdas.
+
+pub mod arch;
+pub mod artifact;
+pub mod aws;
+pub mod cmd;
+pub mod config;
+pub mod engine;
+pub mod fingerprint;
+pub mod functions;
+pub mod manifest;
+pub mod process;
+pub mod progress;
+pub mod providers;
+pub mod session;
+pub mod stack;
+pub mod state;
+pub mod venv;
+pub mod workspace;

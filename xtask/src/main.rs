@@ -1,0 +1,60 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use xtask::cmd;
+
+/// Builds, deploys and tests image-analyzer.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Release-build every Lambda and package deterministic zips plus target/lambda/manifest.json.
+    Build(cmd::build::BuildArgs),
+    /// Show what a deploy would change, without changing anything.
+    Plan(cmd::plan::PlanArgs),
+    /// Build, plan, confirm and apply an environment.
+    Deploy(cmd::deploy::DeployArgs),
+    /// Delete every resource of an environment, in reverse dependency order.
+    Destroy(cmd::destroy::DestroyArgs),
+    /// Print a deployed environment's API URL, bucket, functions and code hashes.
+    Outputs(cmd::outputs::OutputsArgs),
+    /// Remove a stuck state lock, named by its id.
+    Unlock(cmd::unlock::UnlockArgs),
+    /// Run every test, installing what the tests need, and check reproducible builds.
+    Test(cmd::test::TestArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("XTASK_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .init();
+
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Build(args) => cmd::build::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Plan(args) => cmd::plan::run(args),
+        Command::Deploy(args) => cmd::deploy::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Destroy(args) => cmd::destroy::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Outputs(args) => cmd::outputs::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Unlock(args) => cmd::unlock::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Test(args) => cmd::test::run(args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

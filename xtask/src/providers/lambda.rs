@@ -1,0 +1,441 @@
+//! Lambda functions (Kind::Function) and their resource-policy statements
+//! (Kind::Permission).
+//!
+//! Code is deployed from the content-addressed artifact store (see [`super::s3`]), never
+//! inlined: the zip at `code_path` must hash to `code_sha256`, is uploaded once under its hex
+//! SHA-256, and CreateFunction/UpdateFunctionCode point at it.
+//!
+//! Lambda's behaviours handled here:
+//! - a role created moments ago "cannot be assumed by Lambda": CreateFunction (and an
+//!   UpdateFunctionConfiguration that changes the role) is retried densely for up to 40 s;
+//! - updates are asynchronous: before each update the function must have left `Pending`
+//!   and have no update `InProgress` (polled every second, for up to 2 minutes), and a
+//!   `ResourceConflictException` that still slips through is retried;
+//! - creating does not wait for `Active`: what follows a create (permissions, integrations)
+//!   needs only the ARN.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, LastUpdateStatus, Runtime, State};
+
+use super::error::{is, CallError};
+use super::inputs::{hash_map, TagChanges};
+use super::retry::{poll, retry, Backoff, Poll};
+use super::{s3, AwsProvider, Change, Spec};
+use crate::engine::provider::{Created, ProviderError};
+use crate::engine::resource::Outputs;
+use crate::workspace;
+
+/// The runtime for Rust binaries named `bootstrap`.
+pub const RUNTIME: Runtime = Runtime::Providedal2023;
+pub const HANDLER: &str = "bootstrap";
+
+const NOT_FOUND: &[&str] = &["ResourceNotFoundException"];
+const CONFLICT: &[&str] = &["ResourceConflictException"];
+/// The configuration keys UpdateFunctionConfiguration changes.
+const CONFIGURATION_KEYS: &[&str] = &["memory_mb", "timeout_seconds", "role_arn", "environment"];
+/// The keys UpdateFunctionCode changes.
+const CODE_KEYS: &[&str] = &["code_sha256", "architecture"];
+
+// ---------------------------------------------------------------------------------------
+// Functions
+
+pub(super) async fn create_function(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, ProviderError> {
+    let name = spec.str("name")?;
+    let role = spec.str("role_arn")?;
+    let memory = spec.i32("memory_mb")?;
+    let timeout = spec.i32("timeout_seconds")?;
+    let architecture = architecture(spec)?;
+    let environment = environment(spec)?;
+    let tags = spec.tags()?;
+    let key = upload_code(p, spec).await?;
+    let code = FunctionCode::builder().s3_bucket(&p.artifact_bucket).s3_key(&key).build();
+    let create = || {
+        p.clients
+            .lambda
+            .create_function()
+            .function_name(name)
+            .runtime(RUNTIME)
+            .handler(HANDLER)
+            .role(role)
+            .code(code.clone())
+            .memory_size(memory)
+            .timeout(timeout)
+            .architectures(architecture.clone())
+            .environment(environment.clone())
+            .set_tags((!tags.is_empty()).then(|| hash_map(&tags)))
+            .send()
+    };
+    let created = retry(Backoff::IAM_PROPAGATION, create, role_not_assumable)
+        .await
+        .map_err(|error| spec.api("CreateFunction", error))?;
+    let outputs = outputs(spec, "CreateFunction", name, created.function_arn(), created.code_sha256(), created.version())?;
+    Ok(Created { physical_id: name.to_owned(), outputs })
+}
+
+pub(super) async fn update_function(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+    let name = change.id();
+    if change.any(CODE_KEYS) {
+        update_code(p, spec, name).await?;
+    }
+    if change.any(CONFIGURATION_KEYS) {
+        update_configuration(p, spec, change, name).await?;
+    }
+    let found = find_named(p, spec, name).await?.ok_or_else(|| spec.failed("GetFunction", format!("function {name} does not exist")))?;
+    if change.any(&["tags"]) {
+        let arn = found.outputs["arn"].as_str().unwrap_or(name);
+        update_tags(p, spec, arn, &change.old().tags()?, &spec.tags()?).await?;
+    }
+    Ok(found.outputs)
+}
+
+pub(super) async fn delete_function(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    let delete = || p.clients.lambda.delete_function().function_name(name).send();
+    match retry(Backoff::LAMBDA_CONFLICT, delete, |error| is(error, CONFLICT)).await {
+        Ok(_) => Ok(()),
+        Err(error) if is(&error, NOT_FOUND) => Ok(()),
+        Err(error) => Err(spec.api("DeleteFunction", error)),
+    }
+}
+
+pub(super) async fn find_function(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
+    find_named(p, spec, spec.str("name")?).await
+}
+
+async fn find_named(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<Option<Created>, ProviderError> {
+    let found = match p.clients.lambda.get_function_configuration().function_name(name).send().await {
+        Ok(found) => found,
+        Err(error) if is(&error, NOT_FOUND) => return Ok(None),
+        Err(error) => return Err(spec.api("GetFunctionConfiguration", error)),
+    };
+    let outputs = outputs(spec, "GetFunctionConfiguration", name, found.function_arn(), found.code_sha256(), found.version())?;
+    Ok(Some(Created { physical_id: name.to_owned(), outputs }))
+}
+
+fn outputs(
+    spec: &Spec<'_>,
+    operation: &'static str,
+    name: &str,
+    arn: Option<&str>,
+    code_sha256: Option<&str>,
+    version: Option<&str>,
+) -> Result<Outputs, ProviderError> {
+    let arn = arn.ok_or_else(|| spec.failed(operation, "no FunctionArn in the answer"))?;
+    let mut outputs = Outputs::from([("arn".to_owned(), json!(arn)), ("name".to_owned(), json!(name))]);
+    if let Some(sha) = code_sha256 {
+        outputs.insert("code_sha256".to_owned(), json!(sha));
+    }
+    if let Some(version) = version {
+        outputs.insert("version".to_owned(), json!(version));
+    }
+    Ok(outputs)
+}
+
+/// Checks the zip at `code_path` against `code_sha256` and puts it in the artifact store;
+/// returns its key there.
+async fn upload_code(p: &AwsProvider, spec: &Spec<'_>) -> Result<String, ProviderError> {
+    let path = workspace::root().join(spec.str("code_path")?);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|error| spec.invalid("code_path", format!("cannot read {}: {error}", path.display())))?;
+    let (hex, base64) = crate::artifact::sha256(&bytes);
+    let expected = spec.str("code_sha256")?;
+    if base64 != expected {
+        return Err(spec.invalid(
+            "code_sha256",
+            format!("{} has SHA-256 {base64} (base64), not {expected}; the build and the plan disagree", path.display()),
+        ));
+    }
+    let key = p.artifact_key(&hex);
+    s3::put_artifact(p, spec, &key, bytes, &base64).await?;
+    Ok(key)
+}
+
+async fn update_code(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    let key = upload_code(p, spec).await?;
+    let architecture = architecture(spec)?;
+    wait_ready(p, spec, name).await?;
+    let update = || {
+        p.clients
+            .lambda
+            .update_function_code()
+            .function_name(name)
+            .s3_bucket(&p.artifact_bucket)
+            .s3_key(&key)
+            .architectures(architecture.clone())
+            .send()
+    };
+    retry(Backoff::LAMBDA_CONFLICT, update, |error| is(error, CONFLICT))
+        .await
+        .map_err(|error| spec.api("UpdateFunctionCode", error))?;
+    Ok(())
+}
+
+/// Sends only the changed settings.
+async fn update_configuration(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>, name: &str) -> Result<(), ProviderError> {
+    let role = change.any(&["role_arn"]).then(|| spec.str("role_arn")).transpose()?;
+    let memory = change.any(&["memory_mb"]).then(|| spec.i32("memory_mb")).transpose()?;
+    let timeout = change.any(&["timeout_seconds"]).then(|| spec.i32("timeout_seconds")).transpose()?;
+    let environment = change.any(&["environment"]).then(|| environment(spec)).transpose()?;
+    wait_ready(p, spec, name).await?;
+    let update = || {
+        p.clients
+            .lambda
+            .update_function_configuration()
+            .function_name(name)
+            .set_role(role.map(str::to_owned))
+            .set_memory_size(memory)
+            .set_timeout(timeout)
+            .set_environment(environment.clone())
+            .send()
+    };
+    retry(Backoff::IAM_PROPAGATION, update, |error| role_not_assumable(error) || is(error, CONFLICT))
+        .await
+        .map_err(|error| spec.api("UpdateFunctionConfiguration", error))?;
+    Ok(())
+}
+
+async fn update_tags(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    arn: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Result<(), ProviderError> {
+    let changes = TagChanges::between(old, new);
+    if !changes.remove.is_empty() {
+        p.clients
+            .lambda
+            .untag_resource()
+            .resource(arn)
+            .set_tag_keys(Some(changes.remove))
+            .send()
+            .await
+            .map_err(|error| spec.api("UntagResource", error))?;
+    }
+    if !changes.set.is_empty() {
+        p.clients
+            .lambda
+            .tag_resource()
+            .resource(arn)
+            .set_tags(Some(changes.set))
+            .send()
+            .await
+            .map_err(|error| spec.api("TagResource", error))?;
+    }
+    Ok(())
+}
+
+/// Whether a function in this state takes an update: it has left `Pending` (creation) and
+/// no update is `InProgress`. A `Failed` last update does not block the next one, which may
+/// be its fix.
+pub fn ready(state: Option<&State>, last_update: Option<&LastUpdateStatus>) -> bool {
+    state != Some(&State::Pending) && last_update != Some(&LastUpdateStatus::InProgress)
+}
+
+/// Polls GetFunctionConfiguration until the function is [`ready`] for an update.
+async fn wait_ready(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    let last_seen = Mutex::new(String::new());
+    let check = || async {
+        let found = p
+            .clients
+            .lambda
+            .get_function_configuration()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(|error| spec.api("GetFunctionConfiguration", error))?;
+        let (state, last_update) = (found.state(), found.last_update_status());
+        *last_seen.lock().unwrap() = format!("State {state:?}, LastUpdateStatus {last_update:?}");
+        Ok::<_, ProviderError>(ready(state, last_update).then_some(()))
+    };
+    match poll(Poll::LAMBDA_UPDATE, check).await? {
+        Some(()) => Ok(()),
+        None => Err(spec.failed(
+            "GetFunctionConfiguration",
+            format!(
+                "function {name} is still busy after {} s ({})",
+                Poll::LAMBDA_UPDATE.timeout.as_secs(),
+                last_seen.lock().unwrap()
+            ),
+        )),
+    }
+}
+
+/// "The role defined for the function cannot be assumed by Lambda": the role is too new.
+fn role_not_assumable<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(error: &CallError<E>) -> bool {
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata as _;
+    is(error, &["InvalidParameterValueException"]) && error.message().is_some_and(|message| message.contains("cannot be assumed"))
+}
+
+fn architecture(spec: &Spec<'_>) -> Result<Architecture, ProviderError> {
+    match spec.str("architecture")? {
+        "x86_64" => Ok(Architecture::X8664),
+        "arm64" => Ok(Architecture::Arm64),
+        other => Err(spec.invalid("architecture", format!("expected x86_64 or arm64, got {other:?}"))),
+    }
+}
+
+fn environment(spec: &Spec<'_>) -> Result<Environment, ProviderError> {
+    Ok(Environment::builder().set_variables(Some(hash_map(&spec.string_map("environment")?))).build())
+}
+
+// ---------------------------------------------------------------------------------------
+// Permissions
+
+/// The parts of a statement that identify it.
+struct Statement<'a> {
+    function: &'a str,
+    id: &'a str,
+    qualifier: Option<&'a str>,
+}
+
+/// What a statement allows.
+struct Grant<'a> {
+    principal: &'a str,
+    action: &'a str,
+    source_arn: Option<&'a str>,
+}
+
+fn statement<'a>(spec: &Spec<'a>) -> Result<Statement<'a>, ProviderError> {
+    Ok(Statement { function: spec.str("function_name")?, id: spec.str("statement_id")?, qualifier: spec.opt_str("qualifier")? })
+}
+
+/// Adds the statement. One with the same id (left by an interrupted run) is removed first,
+/// so the statement ends up exactly as the inputs say: AWS would refuse the duplicate id
+/// (and some emulators would keep both).
+pub(super) async fn create_permission(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, ProviderError> {
+    let statement = statement(spec)?;
+    let grant = Grant { principal: spec.str("principal")?, action: spec.str("action")?, source_arn: spec.opt_str("source_arn")? };
+    if find_permission(p, spec).await?.is_some() {
+        remove_permission(p, spec, &statement).await?;
+    }
+    match add_permission(p, &statement, &grant).await {
+        Ok(()) => {}
+        Err(error) if already_exists(&error) => {
+            remove_permission(p, spec, &statement).await?;
+            add_permission(p, &statement, &grant).await.map_err(|error| spec.api("AddPermission", error))?;
+        }
+        Err(error) => return Err(spec.api("AddPermission", error)),
+    }
+    Ok(Created { physical_id: statement.id.to_owned(), outputs: permission_outputs(statement.id) })
+}
+
+/// Never called by a correct plan: every input of a permission forces a replacement.
+pub(super) fn update_permission(spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+    match change.changed.first() {
+        None => Ok(change.current.outputs.clone()),
+        Some(key) => Err(spec.invalid(key, "a Lambda permission cannot be updated in place; it must be replaced")),
+    }
+}
+
+pub(super) async fn delete_permission(p: &AwsProvider, spec: &Spec<'_>, id: &str) -> Result<(), ProviderError> {
+    let statement = Statement { id, ..statement(spec)? };
+    remove_permission(p, spec, &statement).await
+}
+
+pub(super) async fn find_permission(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
+    let statement = statement(spec)?;
+    let policy = match p
+        .clients
+        .lambda
+        .get_policy()
+        .function_name(statement.function)
+        .set_qualifier(statement.qualifier.map(str::to_owned))
+        .send()
+        .await
+    {
+        Ok(found) => found.policy().unwrap_or_default().to_owned(),
+        Err(error) if is(&error, NOT_FOUND) => return Ok(None),
+        Err(error) => return Err(spec.api("GetPolicy", error)),
+    };
+    let found = policy_has_statement(&policy, statement.id)
+        .map_err(|error| spec.failed("GetPolicy", format!("the function's policy is not JSON: {error}")))?;
+    Ok(found.then(|| Created { physical_id: statement.id.to_owned(), outputs: permission_outputs(statement.id) }))
+}
+
+/// Whether the policy document has a statement with Sid `id`.
+pub fn policy_has_statement(policy: &str, id: &str) -> Result<bool, serde_json::Error> {
+    let document: Value = serde_json::from_str(policy)?;
+    let statements = match &document["Statement"] {
+        Value::Array(statements) => statements.as_slice(),
+        single @ Value::Object(_) => std::slice::from_ref(single),
+        _ => &[],
+    };
+    Ok(statements.iter().any(|statement| statement["Sid"] == id))
+}
+
+fn permission_outputs(id: &str) -> Outputs {
+    Outputs::from([("statement_id".to_owned(), json!(id))])
+}
+
+async fn add_permission(
+    p: &AwsProvider,
+    statement: &Statement<'_>,
+    grant: &Grant<'_>,
+) -> Result<(), CallError<aws_sdk_lambda::operation::add_permission::AddPermissionError>> {
+    let add = || {
+        p.clients
+            .lambda
+            .add_permission()
+            .function_name(statement.function)
+            .statement_id(statement.id)
+            .principal(grant.principal)
+            .action(grant.action)
+            .set_source_arn(grant.source_arn.map(str::to_owned))
+            .set_qualifier(statement.qualifier.map(str::to_owned))
+            .send()
+    };
+    // A conflict other than a duplicate id is a concurrent change to the function.
+    retry(Backoff::LAMBDA_CONFLICT, add, |error| is(error, CONFLICT) && !already_exists(error)).await?;
+    Ok(())
+}
+
+async fn remove_permission(p: &AwsProvider, spec: &Spec<'_>, statement: &Statement<'_>) -> Result<(), ProviderError> {
+    let remove = || {
+        p.clients
+            .lambda
+            .remove_permission()
+            .function_name(statement.function)
+            .statement_id(statement.id)
+            .set_qualifier(statement.qualifier.map(str::to_owned))
+            .send()
+    };
+    match retry(Backoff::LAMBDA_CONFLICT, remove, |error| is(error, CONFLICT)).await {
+        Ok(_) => Ok(()),
+        Err(error) if is(&error, NOT_FOUND) => Ok(()),
+        Err(error) => Err(spec.api("RemovePermission", error)),
+    }
+}
+
+/// "The statement id (...) provided already exists."
+fn already_exists<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(error: &CallError<E>) -> bool {
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata as _;
+    is(error, CONFLICT) && error.message().is_some_and(|message| message.contains("already exists"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_is_ready_unless_pending_or_updating() {
+        assert!(ready(Some(&State::Active), Some(&LastUpdateStatus::Successful)));
+        assert!(ready(Some(&State::Active), None));
+        assert!(ready(Some(&State::Active), Some(&LastUpdateStatus::Failed)));
+        assert!(!ready(Some(&State::Pending), None));
+        assert!(!ready(Some(&State::Active), Some(&LastUpdateStatus::InProgress)));
+    }
+
+    #[test]
+    fn statements_are_found_by_sid() {
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Sid":"a"},{"Sid":"b"}]}"#;
+        assert!(policy_has_statement(policy, "b").unwrap());
+        assert!(!policy_has_statement(policy, "c").unwrap());
+        assert!(policy_has_statement(r#"{"Statement":{"Sid":"a"}}"#, "a").unwrap());
+        assert!(policy_has_statement("not json", "a").is_err());
+    }
+}

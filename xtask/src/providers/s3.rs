@@ -1,0 +1,363 @@
+//! S3 buckets (Kind::Bucket), and the artifact store Lambda code is deployed from.
+//!
+//! A bucket is created private (all four public access blocks), encrypted (SSE-S3), reachable
+//! only over TLS (a bucket policy denying `aws:SecureTransport = false`), with CORS for
+//! browser uploads, a lifecycle that expires `uploads/` and aborts stale multipart uploads,
+//! and tags. Deleting it empties it first, every object version and delete marker included.
+
+use serde_json::json;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, CorsConfiguration,
+    CorsRule, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter, ObjectIdentifier, PublicAccessBlockConfiguration, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
+};
+
+use super::error::is;
+use super::{AwsProvider, Change, Spec};
+use crate::engine::provider::{Created, ProviderError};
+use crate::engine::resource::Outputs;
+
+/// The prefix the application uploads to, which the lifecycle rule expires.
+pub const UPLOADS_PREFIX: &str = "uploads/";
+/// Incomplete multipart uploads are aborted after this many days.
+pub const ABORT_MULTIPART_AFTER_DAYS: i32 = 1;
+/// How long browsers may cache a CORS preflight answer.
+pub const CORS_MAX_AGE_SECONDS: i32 = 3000;
+/// DeleteObjects takes at most this many keys.
+const DELETE_BATCH: usize = 1000;
+
+const NO_SUCH_BUCKET: &[&str] = &["NoSuchBucket"];
+
+pub(super) async fn create(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, ProviderError> {
+    let name = spec.str("name")?;
+    create_bucket(p, spec, name).await?;
+    put_public_access_block(p, spec, name).await?;
+    put_encryption(p, spec, name).await?;
+    put_policy(p, spec, name).await?;
+    put_cors(p, spec, name).await?;
+    put_lifecycle(p, spec, name).await?;
+    put_tags(p, spec, name).await?;
+    Ok(Created { physical_id: name.to_owned(), outputs: outputs(p, name)? })
+}
+
+pub(super) async fn update(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+    let name = change.id();
+    if change.any(&["cors_allowed_origins"]) {
+        put_cors(p, spec, name).await?;
+    }
+    if change.any(&["uploads_expire_after_days"]) {
+        put_lifecycle(p, spec, name).await?;
+    }
+    if change.any(&["tags"]) {
+        put_tags(p, spec, name).await?;
+    }
+    outputs(p, name)
+}
+
+pub(super) async fn delete(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    if !empty(p, spec, name).await? {
+        return Ok(());
+    }
+    match p.clients.s3.delete_bucket().bucket(name).send().await {
+        Ok(_) => Ok(()),
+        Err(error) if is(&error, NO_SUCH_BUCKET) => Ok(()),
+        Err(error) => Err(spec.api("DeleteBucket", error)),
+    }
+}
+
+pub(super) async fn find(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
+    let name = spec.str("name")?;
+    match p.clients.s3.head_bucket().bucket(name).send().await {
+        Ok(_) => Ok(Some(Created { physical_id: name.to_owned(), outputs: outputs(p, name)? })),
+        Err(error) if is(&error, &["NotFound", "NoSuchBucket"]) => Ok(None),
+        Err(error) => Err(spec.api("HeadBucket", error)),
+    }
+}
+
+fn outputs(p: &AwsProvider, name: &str) -> Result<Outputs, ProviderError> {
+    Ok(Outputs::from([
+        ("arn".to_owned(), json!(format!("arn:{}:s3:::{name}", p.partition()?))),
+        ("name".to_owned(), json!(name)),
+    ]))
+}
+
+async fn create_bucket(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    let region = p.region()?;
+    let mut request = p.clients.s3.create_bucket().bucket(name);
+    // us-east-1 is the one region that takes no location constraint.
+    if region != "us-east-1" {
+        let constraint = BucketLocationConstraint::from(region);
+        request =
+            request.create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(constraint).build());
+    }
+    request.send().await.map_err(|error| spec.api("CreateBucket", error))?;
+    Ok(())
+}
+
+async fn put_public_access_block(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    let block = PublicAccessBlockConfiguration::builder()
+        .block_public_acls(true)
+        .ignore_public_acls(true)
+        .block_public_policy(true)
+        .restrict_public_buckets(true)
+        .build();
+    p.clients
+        .s3
+        .put_public_access_block()
+        .bucket(name)
+        .public_access_block_configuration(block)
+        .send()
+        .await
+        .map_err(|error| spec.api("PutPublicAccessBlock", error))?;
+    Ok(())
+}
+
+async fn put_encryption(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    const OPERATION: &str = "PutBucketEncryption";
+    let default = spec.built(OPERATION, ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build())?;
+    let rule = ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(default).build();
+    let configuration = spec.built(OPERATION, ServerSideEncryptionConfiguration::builder().rules(rule).build())?;
+    p.clients
+        .s3
+        .put_bucket_encryption()
+        .bucket(name)
+        .server_side_encryption_configuration(configuration)
+        .send()
+        .await
+        .map_err(|error| spec.api(OPERATION, error))?;
+    Ok(())
+}
+
+/// The bucket policy: deny every request that does not use TLS.
+pub fn tls_only_policy(partition: &str, name: &str) -> serde_json::Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [format!("arn:{partition}:s3:::{name}"), format!("arn:{partition}:s3:::{name}/*")],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }],
+    })
+}
+
+async fn put_policy(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    let policy = tls_only_policy(p.partition()?, name).to_string();
+    p.clients
+        .s3
+        .put_bucket_policy()
+        .bucket(name)
+        .policy(policy)
+        .send()
+        .await
+        .map_err(|error| spec.api("PutBucketPolicy", error))?;
+    Ok(())
+}
+
+/// Browsers PUT to presigned URLs and GET results from the allowed origins; with no origins
+/// there is no CORS configuration at all.
+async fn put_cors(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    const OPERATION: &str = "PutBucketCors";
+    let origins = spec.strings("cors_allowed_origins")?;
+    if origins.is_empty() {
+        return match p.clients.s3.delete_bucket_cors().bucket(name).send().await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(spec.api("DeleteBucketCors", error)),
+        };
+    }
+    let rule = CorsRule::builder()
+        .set_allowed_origins(Some(origins))
+        .allowed_methods("PUT")
+        .allowed_methods("GET")
+        .allowed_headers("content-type")
+        .max_age_seconds(CORS_MAX_AGE_SECONDS)
+        .build();
+    let configuration = spec.built(OPERATION, CorsConfiguration::builder().cors_rules(spec.built(OPERATION, rule)?).build())?;
+    p.clients
+        .s3
+        .put_bucket_cors()
+        .bucket(name)
+        .cors_configuration(configuration)
+        .send()
+        .await
+        .map_err(|error| spec.api(OPERATION, error))?;
+    Ok(())
+}
+
+async fn put_lifecycle(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    const OPERATION: &str = "PutBucketLifecycleConfiguration";
+    let days = spec.i32("uploads_expire_after_days")?;
+    if days < 1 {
+        return Err(spec.invalid("uploads_expire_after_days", format!("must be at least 1, got {days}")));
+    }
+    let expire = LifecycleRule::builder()
+        .id("expire-uploads")
+        .filter(LifecycleRuleFilter::builder().prefix(UPLOADS_PREFIX).build())
+        .status(ExpirationStatus::Enabled)
+        .expiration(LifecycleExpiration::builder().days(days).build())
+        .build();
+    let abort = LifecycleRule::builder()
+        .id("abort-incomplete-multipart-uploads")
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .status(ExpirationStatus::Enabled)
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder().days_after_initiation(ABORT_MULTIPART_AFTER_DAYS).build(),
+        )
+        .build();
+    let configuration = spec.built(
+        OPERATION,
+        BucketLifecycleConfiguration::builder()
+            .rules(spec.built(OPERATION, expire)?)
+            .rules(spec.built(OPERATION, abort)?)
+            .build(),
+    )?;
+    p.clients
+        .s3
+        .put_bucket_lifecycle_configuration()
+        .bucket(name)
+        .lifecycle_configuration(configuration)
+        .send()
+        .await
+        .map_err(|error| spec.api(OPERATION, error))?;
+    Ok(())
+}
+
+/// PutBucketTagging replaces the whole set; an empty set is DeleteBucketTagging.
+async fn put_tags(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    const OPERATION: &str = "PutBucketTagging";
+    let tags = spec.tags()?;
+    if tags.is_empty() {
+        return match p.clients.s3.delete_bucket_tagging().bucket(name).send().await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(spec.api("DeleteBucketTagging", error)),
+        };
+    }
+    let tag_set = tags
+        .iter()
+        .map(|(key, value)| spec.built(OPERATION, Tag::builder().key(key).value(value).build()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tagging = spec.built(OPERATION, Tagging::builder().set_tag_set(Some(tag_set)).build())?;
+    p.clients
+        .s3
+        .put_bucket_tagging()
+        .bucket(name)
+        .tagging(tagging)
+        .send()
+        .await
+        .map_err(|error| spec.api(OPERATION, error))?;
+    Ok(())
+}
+
+/// Deletes every object version and delete marker, page by page. `false` when the bucket
+/// does not exist.
+async fn empty(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<bool, ProviderError> {
+    let mut key_marker: Option<String> = None;
+    let mut version_marker: Option<String> = None;
+    loop {
+        let page = match p
+            .clients
+            .s3
+            .list_object_versions()
+            .bucket(name)
+            .set_key_marker(key_marker.take())
+            .set_version_id_marker(version_marker.take())
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            Err(error) if is(&error, NO_SUCH_BUCKET) => return Ok(false),
+            Err(error) => return Err(spec.api("ListObjectVersions", error)),
+        };
+        let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+        let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+        let identifiers = versions
+            .chain(markers)
+            .filter_map(|(key, version)| Some((key?, version)))
+            .map(|(key, version)| {
+                spec.built("DeleteObjects", ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_owned)).build())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for batch in identifiers.chunks(DELETE_BATCH) {
+            delete_objects(p, spec, name, batch.to_vec()).await?;
+        }
+        if page.is_truncated() != Some(true) {
+            return Ok(true);
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        version_marker = page.next_version_id_marker().map(str::to_owned);
+    }
+}
+
+async fn delete_objects(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    name: &str,
+    objects: Vec<ObjectIdentifier>,
+) -> Result<(), ProviderError> {
+    const OPERATION: &str = "DeleteObjects";
+    let delete = spec.built(OPERATION, Delete::builder().set_objects(Some(objects)).quiet(true).build())?;
+    let output =
+        p.clients.s3.delete_objects().bucket(name).delete(delete).send().await.map_err(|error| spec.api(OPERATION, error))?;
+    match output.errors().first() {
+        None => Ok(()),
+        Some(failed) => Err(spec.failed(
+            OPERATION,
+            format!(
+                "{} of the objects were not deleted; {}: {}: {}",
+                output.errors().len(),
+                failed.key().unwrap_or("?"),
+                failed.code().unwrap_or("?"),
+                failed.message().unwrap_or(""),
+            ),
+        )),
+    }
+}
+
+/// Uploads a Lambda zip to the artifact store under `key`, unless an object is already there
+/// (keys are content-addressed, so an existing object has the same bytes). S3 verifies the
+/// upload against `sha256_base64`.
+pub(super) async fn put_artifact(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    key: &str,
+    bytes: Vec<u8>,
+    sha256_base64: &str,
+) -> Result<(), ProviderError> {
+    let bucket = &p.artifact_bucket;
+    match p.clients.s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => return Ok(()),
+        Err(error) if is(&error, &["NotFound", "NoSuchKey"]) => {}
+        Err(error) => return Err(spec.api("HeadObject", error)),
+    }
+    p.clients
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/zip")
+        .checksum_sha256(sha256_base64)
+        .body(ByteStream::from(bytes))
+        .send()
+        .await
+        .map_err(|error| spec.api("PutObject", error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_denies_plain_http_on_the_bucket_and_its_objects() {
+        let policy = tls_only_policy("aws", "b");
+        let statement = &policy["Statement"][0];
+        assert_eq!(statement["Effect"], "Deny");
+        assert_eq!(statement["Resource"], json!(["arn:aws:s3:::b", "arn:aws:s3:::b/*"]));
+        assert_eq!(statement["Condition"]["Bool"]["aws:SecureTransport"], "false");
+    }
+}

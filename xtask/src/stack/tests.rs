@@ -1,0 +1,157 @@
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::*;
+use crate::arch::Arch;
+use crate::config::{environments_dir, Environment};
+use crate::manifest::{Artifact, Manifest};
+
+const ACCOUNT: &str = "123456789012";
+
+fn manifest() -> Manifest {
+    let artifact = |name: &str, hash: &str| Artifact {
+        zip_path: format!("target/lambda/x86_64/{name}.zip"),
+        zipped_bytes: 1_000_000,
+        unzipped_bytes: 3_000_000,
+        sha256_hex: hash.repeat(64),
+        sha256_base64: format!("{}=", hash.repeat(43)),
+    };
+    let functions = FUNCTIONS
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.to_owned(), BTreeMap::from([(Arch::X86_64, artifact(f.name, &i.to_string()))])))
+        .collect();
+    Manifest { format_version: 1, fingerprint: "f".repeat(64), functions }
+}
+
+fn dev() -> Environment {
+    Environment::load(&environments_dir(), "dev").unwrap()
+}
+
+fn stack_of(env: &Environment) -> Vec<Resource> {
+    let manifest = manifest();
+    resources(&Context { env, account_id: ACCOUNT, manifest: &manifest }).unwrap()
+}
+
+fn resource<'a>(resources: &'a [Resource], id: &str) -> &'a Resource {
+    resources.iter().find(|r| r.id.as_str() == id).unwrap_or_else(|| panic!("no {id}"))
+}
+
+#[test]
+fn every_function_gets_a_role_log_group_function_integration_route_and_permission() {
+    let resources = stack_of(&dev());
+    let mut ids: Vec<&str> = resources.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "api",
+            "bucket.uploads",
+            "function.analyze",
+            "function.upload-url",
+            "integration.analyze",
+            "integration.upload-url",
+            "logs.analyze",
+            "logs.upload-url",
+            "permission.analyze",
+            "permission.upload-url",
+            "role.analyze",
+            "role.upload-url",
+            "route.analyze",
+            "route.upload-url",
+            "stage",
+        ]
+    );
+}
+
+#[test]
+fn physical_names_follow_project_env_name_and_the_bucket_carries_the_account() {
+    let resources = stack_of(&dev());
+    assert_eq!(resource(&resources, "function.analyze").name, "image-analyzer-dev-analyze");
+    assert_eq!(resource(&resources, "role.upload-url").name, "image-analyzer-dev-upload-url");
+    assert_eq!(resource(&resources, "logs.analyze").name, "/aws/lambda/image-analyzer-dev-analyze");
+    assert_eq!(resource(&resources, "bucket.uploads").name, "image-analyzer-dev-uploads-123456789012");
+}
+
+#[test]
+fn upload_url_may_only_put_uploads_and_write_its_own_logs() {
+    let resources = stack_of(&dev());
+    assert_eq!(
+        resource(&resources, "role.upload-url").inputs["policy"],
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "PutUploads", "Effect": "Allow", "Action": ["s3:PutObject"],
+                 "Resource": "arn:aws:s3:::image-analyzer-dev-uploads-123456789012/uploads/*"},
+                {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                 "Resource": "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/image-analyzer-dev-upload-url:*"}
+            ]
+        })
+    );
+}
+
+#[test]
+fn analyze_may_only_get_uploads_detect_faces_and_write_its_own_logs() {
+    let resources = stack_of(&dev());
+    assert_eq!(
+        resource(&resources, "role.analyze").inputs["policy"],
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "DetectFaces", "Effect": "Allow", "Action": ["rekognition:DetectFaces"], "Resource": "*"},
+                {"Sid": "GetUploads", "Effect": "Allow", "Action": ["s3:GetObject"],
+                 "Resource": "arn:aws:s3:::image-analyzer-dev-uploads-123456789012/uploads/*"},
+                {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                 "Resource": "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/image-analyzer-dev-analyze:*"}
+            ]
+        })
+    );
+    assert_eq!(resource(&resources, "role.analyze").inputs["assume_role_policy"], assume_role_policy());
+}
+
+#[test]
+fn invoke_permission_is_scoped_to_this_api_and_route() {
+    let resources = stack_of(&dev());
+    let permission = resource(&resources, "permission.analyze");
+    assert_eq!(permission.inputs["principal"], "apigateway.amazonaws.com");
+    assert_eq!(permission.inputs["source_arn"], "arn:aws:execute-api:eu-west-1:123456789012:${api.id}/*/POST/analyze");
+}
+
+#[test]
+fn functions_read_their_settings_from_the_environment() {
+    let resources = stack_of(&dev());
+    let upload = resource(&resources, "function.upload-url");
+    assert_eq!(
+        upload.inputs["environment"],
+        json!({"UPLOAD_BUCKET": "image-analyzer-dev-uploads-123456789012", "UPLOAD_URL_EXPIRY_SECONDS": "300"})
+    );
+    let analyze = resource(&resources, "function.analyze");
+    assert_eq!(analyze.inputs["environment"], json!({"UPLOAD_BUCKET": "image-analyzer-dev-uploads-123456789012"}));
+    assert_eq!(analyze.inputs["timeout_seconds"], 10);
+}
+
+#[test]
+fn every_taggable_resource_is_tagged_with_environment_and_logical_name() {
+    for resource in stack_of(&dev()) {
+        let Some(tags) = resource.inputs.get("tags") else { continue };
+        assert_eq!(tags["environment"], "dev", "{}", resource.id);
+        assert_eq!(tags["logical-name"], resource.id.as_str(), "{}", resource.id);
+    }
+}
+
+#[test]
+fn an_arm64_function_without_an_arm64_build_is_an_error() {
+    let mut env = dev();
+    env.functions.get_mut("analyze").unwrap().architecture = Arch::Arm64;
+    let manifest = manifest();
+    let error = resources(&Context { env: &env, account_id: ACCOUNT, manifest: &manifest }).unwrap_err();
+    assert!(error.to_string().contains("no arm64 build of `analyze`"), "{error}");
+}
+
+#[test]
+fn partition_follows_the_region() {
+    assert_eq!(partition("eu-west-1"), "aws");
+    assert_eq!(partition("cn-north-1"), "aws-cn");
+    assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+}

@@ -99,3 +99,93 @@ impl Drop for Moto {
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// The deployer binary the tests run as a program. `cargo xtask test` passes the one it
+/// runs as `XTASK_BIN`; otherwise the workspace's debug build.
+pub fn xtask_bin() -> PathBuf {
+    match std::env::var_os("XTASK_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_root().join("target/debug/xtask"),
+    }
+}
+
+/// A `cargo xtask ...` command pointed at `moto`: `AWS_ENDPOINT_URL` and test credentials
+/// are the only difference from a run against AWS.
+pub fn xtask(moto: &Moto) -> Command {
+    let bin = xtask_bin();
+    assert!(
+        bin.exists(),
+        "the xtask binary {} does not exist; run the tests with `cargo xtask test`",
+        bin.display()
+    );
+    let mut command = Command::new(bin);
+    command
+        .current_dir(workspace_root())
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_REGION")
+        .stdin(Stdio::null());
+    command
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; another process may take it later).
+pub fn free_loopback_port() -> u16 {
+    free_port().expect("binding 127.0.0.1:0")
+}
+
+/// The real Python interpreter (`sys.executable`, not a shim that needs `HOME`, which a
+/// function's environment lacks), for `#!` lines of test bootstraps.
+pub fn python() -> String {
+    let output = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is a prerequisite of this project (README) and must be on PATH");
+    String::from_utf8(output.stdout).expect("a UTF-8 path").trim().to_owned()
+}
+
+/// A Lambda `bootstrap` in Python (stdlib only) that speaks the Runtime API and answers
+/// every API Gateway payload 2.0 event with a `200` JSON echo: `tag`, its `pid`, the
+/// `function` name, `routeKey`, `rawPath`, `rawQueryString`, `method`, `stage`, `apiId`,
+/// `pathParameters`, `body`, `isBase64Encoded`, and `env` (the AWS and function variables).
+/// Query parameters steer it: `sleep=<seconds>` first sleeps, `exit=<code>` crashes the
+/// process (after printing `crashing on purpose` to stderr). Different tags are different
+/// code (a different `CodeSha256`).
+pub fn echo_bootstrap(tag: &str) -> Vec<u8> {
+    const SCRIPT: &str = r#"
+import json, os, sys, time, urllib.request
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+base = (api if "://" in api else "http://" + api) + "/2018-06-01/runtime"
+KEYS = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_REKOGNITION", "AWS_REGION", "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY", "S3_FORCE_PATH_STYLE", "UPLOAD_BUCKET", "UPLOAD_URL_EXPIRY_SECONDS",
+        "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
+print("echo bootstrap", TAG, "starting, pid", os.getpid(), flush=True)
+while True:
+    with urllib.request.urlopen(base + "/invocation/next") as response:
+        request_id = response.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(response.read())
+    query = event.get("queryStringParameters") or {}
+    if "sleep" in query:
+        time.sleep(float(query["sleep"]))
+    if "exit" in query:
+        print("crashing on purpose", file=sys.stderr, flush=True)
+        os._exit(int(query["exit"]))
+    context = event.get("requestContext") or {}
+    answer = {
+        "tag": TAG, "pid": os.getpid(), "function": os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
+        "routeKey": event.get("routeKey"), "rawPath": event.get("rawPath"),
+        "rawQueryString": event.get("rawQueryString"), "method": (context.get("http") or {}).get("method"),
+        "stage": context.get("stage"), "apiId": context.get("apiId"),
+        "pathParameters": event.get("pathParameters"), "body": event.get("body"),
+        "isBase64Encoded": event.get("isBase64Encoded"),
+        "env": {key: os.environ.get(key) for key in KEYS},
+    }
+    reply = {"statusCode": 200, "headers": {"content-type": "application/json", "x-echo-tag": TAG},
+             "body": json.dumps(answer)}
+    request = urllib.request.Request(base + "/invocation/" + request_id + "/response",
+                                     data=json.dumps(reply).encode(), method="POST")
+    urllib.request.urlopen(request).read()
+"#;
+    format!("#!{}\nTAG = {tag:?}\n{SCRIPT}", python()).into_bytes()
+}

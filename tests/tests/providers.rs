@@ -8,6 +8,7 @@
 //! the propagation test uses to exercise the retry).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use e2e::Moto;
@@ -65,6 +66,7 @@ async fn find_then_delete_twice(p: &AwsProvider, state: &ResourceState) {
 fn bucket_inputs(name: &str) -> Inputs {
     inputs(json!({
         "name": name,
+        "policy": xtask::aws::tls_only_policy("aws", name),
         "cors_allowed_origins": ["https://app.example.com"],
         "uploads_expire_after_days": 7,
         "tags": {"project": "image-analyzer", "environment": "test"},
@@ -90,7 +92,12 @@ async fn bucket_lifecycle() {
     let block = s3.get_public_access_block().bucket(name).send().await.unwrap();
     let block = block.public_access_block_configuration().unwrap();
     assert_eq!(
-        [block.block_public_acls(), block.ignore_public_acls(), block.block_public_policy(), block.restrict_public_buckets()],
+        [
+            block.block_public_acls(),
+            block.ignore_public_acls(),
+            block.block_public_policy(),
+            block.restrict_public_buckets()
+        ],
         [Some(true); 4]
     );
     let encryption = s3.get_bucket_encryption().bucket(name).send().await.unwrap();
@@ -145,7 +152,13 @@ async fn deleting_a_bucket_empties_every_version_and_delete_marker() {
         .await
         .unwrap();
     for body in ["first", "second"] {
-        s3.put_object().bucket(name).key("uploads/a.jpg").body(ByteStream::from_static(body.as_bytes())).send().await.unwrap();
+        s3.put_object()
+            .bucket(name)
+            .key("uploads/a.jpg")
+            .body(ByteStream::from_static(body.as_bytes()))
+            .send()
+            .await
+            .unwrap();
     }
     s3.delete_object().bucket(name).key("uploads/a.jpg").send().await.unwrap();
     s3.put_object().bucket(name).key("uploads/b.png").body(ByteStream::from_static(b"b")).send().await.unwrap();
@@ -193,7 +206,8 @@ async fn role_lifecycle() {
     assert_eq!(role.role().unwrap().tags()[0].key(), "project");
 
     let state = recorded(Kind::Role, name, &created, &inputs);
-    let statement = json!([{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::ia-test-uploads/uploads/*"}]);
+    let statement =
+        json!([{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::ia-test-uploads/uploads/*"}]);
     let state = update(&p, &state, "policy", json!({"Version": "2012-10-17", "Statement": statement})).await;
     let policy = iam.get_role_policy().role_name(name).policy_name("access").send().await.unwrap();
     // IAM returns policy documents URL-encoded (RFC 3986).
@@ -211,7 +225,10 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok())) {
+        match (
+            bytes[i],
+            bytes.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()),
+        ) {
             (b'%', Some(byte)) => {
                 out.push(byte);
                 i += 3;
@@ -257,19 +274,42 @@ async fn log_group_lifecycle() {
     find_then_delete_twice(&p, &state).await;
 }
 
-/// A deterministic Lambda zip in a fresh temporary directory; its path and base64 SHA-256.
-fn lambda_zip(bootstrap: &[u8]) -> (PathBuf, String, String) {
-    let dir = std::env::temp_dir().join(format!("ia-providers-{}-{}", std::process::id(), xtask_nonce()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bytes = xtask::artifact::zip_bootstrap(bootstrap).unwrap();
-    let path = dir.join("bootstrap.zip");
-    std::fs::write(&path, &bytes).unwrap();
-    let (hex, base64) = xtask::artifact::sha256(&bytes);
-    (path, hex, base64)
+/// A deterministic Lambda zip in a fresh temporary directory, removed on drop.
+struct LambdaZip {
+    dir: PathBuf,
+    path: PathBuf,
+    /// The SHA-256, hex (the artifact store key) and base64 (Lambda's CodeSha256).
+    hex: String,
+    base64: String,
 }
 
-fn xtask_nonce() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+impl LambdaZip {
+    fn new(bootstrap: &[u8]) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let unique = format!("ia-providers-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes = xtask::artifact::zip_bootstrap(bootstrap).unwrap();
+        let path = dir.join("bootstrap.zip");
+        std::fs::write(&path, &bytes).unwrap();
+        let (hex, base64) = xtask::artifact::sha256(&bytes);
+        Self { dir, path, hex, base64 }
+    }
+}
+
+impl Drop for LambdaZip {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The provider with `zips` in its local build, as a deploy from a build manifest has them.
+fn knowing(p: &AwsProvider, zips: &[&LambdaZip]) -> AwsProvider {
+    let mut p = p.clone();
+    for zip in zips {
+        p.local_artifacts.insert(zip.base64.clone(), zip.path.clone());
+    }
+    p
 }
 
 /// An artifact bucket and an execution role, as a deploy creates them before functions.
@@ -279,12 +319,11 @@ async fn function_prerequisites(p: &AwsProvider, role: &str) -> String {
     created.outputs["arn"].as_str().unwrap().to_owned()
 }
 
-fn function_inputs(name: &str, role_arn: &str, zip: &(PathBuf, String, String)) -> Inputs {
+fn function_inputs(name: &str, role_arn: &str, zip: &LambdaZip) -> Inputs {
     inputs(json!({
         "name": name,
         "role_arn": role_arn,
-        "code_sha256": zip.2,
-        "code_path": zip.0.to_str().unwrap(),
+        "code_sha256": zip.base64,
         "memory_mb": 256,
         "timeout_seconds": 10,
         "architecture": "x86_64",
@@ -300,15 +339,17 @@ async fn function_lifecycle() {
     let lambda = &p.clients.lambda;
     let role_arn = function_prerequisites(&p, "ia-test-analyze").await;
     let name = "ia-test-analyze";
-    let zip = lambda_zip(b"first build");
+    let zip = LambdaZip::new(b"first build");
+    let rebuilt = LambdaZip::new(b"second build");
+    let p = knowing(&p, &[&zip, &rebuilt]);
     let inputs = function_inputs(name, &role_arn, &zip);
 
     let created = p.create(Kind::Function, name, &inputs).await.unwrap();
     assert_eq!(created.physical_id, name);
     assert_eq!(created.outputs["arn"], format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"));
-    assert_eq!(created.outputs["code_sha256"], zip.2.as_str(), "Lambda reports base64 of the zip's SHA-256");
+    assert_eq!(created.outputs["code_sha256"], zip.base64.as_str(), "Lambda reports base64 of the zip's SHA-256");
     assert_eq!(created.outputs["version"], "$LATEST");
-    let key = format!("{ARTIFACT_PREFIX}/{}.zip", zip.1);
+    let key = format!("{ARTIFACT_PREFIX}/{}.zip", zip.hex);
     p.clients.s3.head_object().bucket(ARTIFACTS).key(&key).send().await.expect("the zip is in the artifact store");
     let function = lambda.get_function().function_name(name).send().await.unwrap();
     let configuration = function.configuration().unwrap();
@@ -322,12 +363,10 @@ async fn function_lifecycle() {
     assert_eq!(configuration.memory_size(), Some(512));
     assert_eq!(configuration.timeout(), Some(10));
 
-    let rebuilt = lambda_zip(b"second build");
     let mut code = state.inputs.clone();
-    code.insert("code_sha256".to_owned(), json!(rebuilt.2));
-    code.insert("code_path".to_owned(), json!(rebuilt.0.to_str().unwrap()));
-    let outputs = p.update(&state, &code, &["code_sha256".to_owned(), "code_path".to_owned()]).await.unwrap();
-    assert_eq!(outputs["code_sha256"], rebuilt.2.as_str());
+    code.insert("code_sha256".to_owned(), json!(rebuilt.base64));
+    let outputs = p.update(&state, &code, &["code_sha256".to_owned()]).await.unwrap();
+    assert_eq!(outputs["code_sha256"], rebuilt.base64.as_str());
     let state = ResourceState { inputs: code, outputs, ..state };
 
     let state = update(&p, &state, "tags", json!({"project": "image-analyzer", "environment": "test"})).await;
@@ -342,12 +381,20 @@ async fn a_zip_that_does_not_match_its_digest_is_refused() {
     let moto = Moto::start().unwrap();
     let p = provider(&moto, "us-east-1").await;
     let role_arn = function_prerequisites(&p, "ia-test-refused").await;
-    let zip = lambda_zip(b"bytes");
-    let mut inputs = function_inputs("ia-test-refused", &role_arn, &zip);
-    inputs.insert("code_sha256".to_owned(), json!(lambda_zip(b"other bytes").2));
+    let zip = LambdaZip::new(b"bytes");
+    let other = LambdaZip::new(b"other bytes");
+    // The local build claims `zip` is the artifact with `other`'s digest.
+    let mut p = p.clone();
+    p.local_artifacts.insert(other.base64.clone(), zip.path.clone());
+    let inputs = function_inputs("ia-test-refused", &role_arn, &other);
 
     let error = p.create(Kind::Function, "ia-test-refused", &inputs).await.unwrap_err();
     assert!(matches!(&error, ProviderError::Input { key, .. } if key == "code_sha256"), "{error}");
+    assert!(error.to_string().contains("the build and the plan disagree"), "{error}");
+
+    let missing = LambdaZip::new(b"never built");
+    let error = p.create(Kind::Function, "ia-test-refused", &function_inputs("ia-test-refused", &role_arn, &missing)).await.unwrap_err();
+    assert!(error.to_string().contains("neither in the artifact store"), "{error}");
     let listed = p.clients.s3.list_objects_v2().bucket(ARTIFACTS).send().await.unwrap();
     assert_eq!(listed.key_count(), Some(0), "nothing was uploaded");
 }
@@ -368,9 +415,11 @@ async fn creating_a_function_waits_for_its_role_to_become_assumable() {
             p.create(Kind::Role, role, &role_inputs(role)).await.unwrap();
         })
     };
-    let zip = lambda_zip(b"bytes");
+    let zip = LambdaZip::new(b"bytes");
+    let p = knowing(&p, &[&zip]);
     let started = std::time::Instant::now();
-    let created = p.create(Kind::Function, "ia-test-late", &function_inputs("ia-test-late", &role_arn, &zip)).await.unwrap();
+    let created =
+        p.create(Kind::Function, "ia-test-late", &function_inputs("ia-test-late", &role_arn, &zip)).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1500));
     assert_eq!(created.physical_id, "ia-test-late");
     late.await.unwrap();
@@ -381,8 +430,11 @@ async fn permission_lifecycle() {
     let moto = Moto::start().unwrap();
     let p = provider(&moto, "us-east-1").await;
     let role_arn = function_prerequisites(&p, "ia-test-upload-url").await;
-    let zip = lambda_zip(b"bytes");
-    p.create(Kind::Function, "ia-test-upload-url", &function_inputs("ia-test-upload-url", &role_arn, &zip)).await.unwrap();
+    let zip = LambdaZip::new(b"bytes");
+    let p = knowing(&p, &[&zip]);
+    p.create(Kind::Function, "ia-test-upload-url", &function_inputs("ia-test-upload-url", &role_arn, &zip))
+        .await
+        .unwrap();
     let name = "ia-test-upload-url-invoke-get";
     let inputs = inputs(json!({
         "function_name": "ia-test-upload-url",
@@ -448,8 +500,15 @@ async fn http_api_integration_route_and_stage_lifecycles() {
     let api_state = update(&p, &api_state, "cors_allowed_origins", json!(["https://other.example.com"])).await;
     let cors = apigateway.get_api().api_id(&api_id).send().await.unwrap();
     assert_eq!(cors.cors_configuration().unwrap().allow_origins(), ["https://other.example.com"]);
-    let api_state = update(&p, &api_state, "tags", json!({"project": "image-analyzer", "environment": "test", "owner": "me"})).await;
-    let tags = apigateway.get_tags().resource_arn(format!("arn:aws:apigateway:us-east-1::/apis/{api_id}")).send().await.unwrap();
+    let api_state =
+        update(&p, &api_state, "tags", json!({"project": "image-analyzer", "environment": "test", "owner": "me"}))
+            .await;
+    let tags = apigateway
+        .get_tags()
+        .resource_arn(format!("arn:aws:apigateway:us-east-1::/apis/{api_id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(tags.tags().and_then(|t| t.get("owner")).map(String::as_str), Some("me"));
     let found = p.find(Kind::HttpApi, api_name, &api_state.inputs).await.unwrap().unwrap();
     assert_eq!(found.physical_id, api_id, "found by name and tags");
@@ -492,6 +551,8 @@ async fn http_api_integration_route_and_stage_lifecycles() {
     // moto 5.2.5 can update no stage property: it has no UpdateStage (HTTP 500) and routes
     // TagResource only for API and VPC link ARNs (HTTP 404 for a stage). Each failure must
     // name the call and the resource; when a newer moto passes, assert the update instead.
+    // The SDK's default 3 attempts keep the retried 500 short.
+    let p = AwsProvider { clients: Clients::new(moto.sdk_config().await, true), ..p };
     for (key, value, operation) in [
         ("throttling_rate_limit", json!(5.0), "UpdateStage"),
         ("tags", json!({"project": "image-analyzer", "environment": "test"}), "TagResource"),

@@ -10,7 +10,42 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 
+use crate::calls::CallCounter;
 use crate::config::Environment;
+
+/// The ARN partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// A bucket policy denying every request to `bucket` and its objects not made over TLS.
+pub fn tls_only_policy(partition: &str, bucket: &str) -> serde_json::Value {
+    let arn = format!("arn:{partition}:s3:::{bucket}");
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [arn.clone(), format!("{arn}/*")],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+        }]
+    })
+}
+
+/// Whether requests to this environment travel over TLS. Over a plain-HTTP emulator
+/// endpoint they cannot, so TLS-only bucket policies are left out there: they would deny
+/// every request (and moto evaluates any conditional Deny as matching).
+pub fn uses_tls(env: &Environment) -> bool {
+    !endpoint(env).is_some_and(|endpoint| endpoint.trim().to_ascii_lowercase().starts_with("http://"))
+}
 
 /// The endpoint every client of this environment uses, if it is overridden.
 pub fn endpoint(env: &Environment) -> Option<String> {
@@ -67,15 +102,24 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Clients over `config`, each counting its calls (see [`crate::calls`]).
     pub fn new(config: SdkConfig, path_style: bool) -> Self {
-        let s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(path_style).build();
+        macro_rules! client {
+            ($service:ident) => {
+                $service::Client::from_conf($service::config::Builder::from(&config).interceptor(CallCounter).build())
+            };
+        }
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(path_style)
+            .interceptor(CallCounter)
+            .build();
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3),
-            iam: aws_sdk_iam::Client::new(&config),
-            lambda: aws_sdk_lambda::Client::new(&config),
-            apigateway: aws_sdk_apigatewayv2::Client::new(&config),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
-            sts: aws_sdk_sts::Client::new(&config),
+            iam: client!(aws_sdk_iam),
+            lambda: client!(aws_sdk_lambda),
+            apigateway: client!(aws_sdk_apigatewayv2),
+            logs: client!(aws_sdk_cloudwatchlogs),
+            sts: client!(aws_sdk_sts),
             path_style,
             config,
         }

@@ -118,9 +118,18 @@ fn explicit_default_settings(function: &str) -> Option<FunctionSettings> {
     })
 }
 
-/// `<workspace root>/environments`.
+/// The variable that points every command at another environments directory instead of
+/// `<workspace root>/environments`, e.g. for tests that deploy a modified copy of an
+/// environment. Not a flag, on purpose: the environment files in the repository are the
+/// ones meant to be deployed.
+pub const ENVIRONMENTS_DIR_ENV: &str = "XTASK_ENVIRONMENTS_DIR";
+
+/// `$XTASK_ENVIRONMENTS_DIR` when set and not empty, else `<workspace root>/environments`.
 pub fn environments_dir() -> PathBuf {
-    workspace::root().join("environments")
+    match std::env::var_os(ENVIRONMENTS_DIR_ENV).filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace::root().join("environments"),
+    }
 }
 
 impl StateLocation {

@@ -3,11 +3,13 @@
 pub mod arch;
 pub mod artifact;
 pub mod aws;
+pub mod calls;
 pub mod cmd;
 pub mod config;
 pub mod engine;
 pub mod fingerprint;
 pub mod functions;
+pub mod local;
 pub mod manifest;
 pub mod process;
 pub mod progress;

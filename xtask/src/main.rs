@@ -25,6 +25,10 @@ enum Command {
     Destroy(cmd::destroy::DestroyArgs),
     /// Print a deployed environment's API URL, bucket, functions and code hashes.
     Outputs(cmd::outputs::OutputsArgs),
+    /// Run the client flow against a deployed environment and record the result.
+    SmokeTest(cmd::smoke_test::SmokeTestArgs),
+    /// Run the cloud on this machine: the AWS emulator and the deployed HTTP APIs (up, down, status).
+    Local(cmd::local::LocalArgs),
     /// Remove a stuck state lock, named by its id.
     Unlock(cmd::unlock::UnlockArgs),
     /// Run every test, installing what the tests need, and check reproducible builds.
@@ -47,9 +51,14 @@ fn main() -> ExitCode {
         Command::Deploy(args) => cmd::deploy::run(args).map(|()| ExitCode::SUCCESS),
         Command::Destroy(args) => cmd::destroy::run(args).map(|()| ExitCode::SUCCESS),
         Command::Outputs(args) => cmd::outputs::run(args).map(|()| ExitCode::SUCCESS),
+        Command::SmokeTest(args) => cmd::smoke_test::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Local(args) => cmd::local::run(args).map(|()| ExitCode::SUCCESS),
         Command::Unlock(args) => cmd::unlock::run(args).map(|()| ExitCode::SUCCESS),
         Command::Test(args) => cmd::test::run(args).map(|()| ExitCode::SUCCESS),
     };
+    if let Err(error) = xtask::calls::write_log() {
+        eprintln!("warning: could not write the API call log: {error}");
+    }
     match result {
         Ok(code) => code,
         Err(err) => {

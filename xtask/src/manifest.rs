@@ -68,7 +68,12 @@ impl Manifest {
 
     /// Reads the manifest; `Ok(None)` when there is none yet.
     pub fn load(root: &Path) -> Result<Option<Self>, ManifestError> {
-        let path = Self::path(root);
+        Self::read(&Self::path(root))
+    }
+
+    /// Reads a manifest from `path`; `Ok(None)` when there is none.
+    pub fn read(path: &Path) -> Result<Option<Self>, ManifestError> {
+        let path = path.to_path_buf();
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

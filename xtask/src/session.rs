@@ -2,6 +2,7 @@
 //! the desired resources, so that every command (plan, deploy, destroy, outputs, unlock)
 //! sees the same data flow: YAML -> Environment -> desired resources -> plan.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -66,9 +67,15 @@ impl Session {
         Ok(stack::resources(&Context { env: &self.env, account_id, manifest })?)
     }
 
-    /// The AWS provider, with the artifact store in the state bucket.
-    pub fn provider(&self) -> AwsProvider {
-        AwsProvider::new(self.clients.clone(), &self.state_bucket, format!("{}/artifacts", self.env.state.prefix))
+    /// The AWS provider, with the artifact store in the state bucket and, when given, the
+    /// zips of a local build to upload to it.
+    pub fn provider(&self, manifest: Option<&Manifest>) -> AwsProvider {
+        let provider =
+            AwsProvider::new(self.clients.clone(), &self.state_bucket, format!("{}/artifacts", self.env.state.prefix));
+        match manifest {
+            Some(manifest) => provider.with_manifest(&workspace::root(), manifest),
+            None => provider,
+        }
     }
 
     /// `s3://<bucket>/<prefix>/<env>/state.json`
@@ -78,8 +85,12 @@ impl Session {
     }
 }
 
-/// The build manifest, which every command that plans needs.
-pub fn manifest() -> Result<Manifest> {
-    Manifest::load(&workspace::root())?
-        .context("there is no build yet (target/lambda/manifest.json): run `cargo xtask build` first")
+/// The build manifest, which every command that plans needs: `path`, or the workspace's
+/// `target/lambda/manifest.json`.
+pub fn manifest(path: Option<&Path>) -> Result<Manifest> {
+    match path {
+        Some(path) => Manifest::read(path)?.with_context(|| format!("there is no build manifest at {}", path.display())),
+        None => Manifest::load(&workspace::root())?
+            .context("there is no build yet (target/lambda/manifest.json): run `cargo xtask build` first"),
+    }
 }

@@ -44,7 +44,7 @@ impl Context<'_> {
     }
 
     pub fn partition(&self) -> &'static str {
-        partition(&self.env.region)
+        crate::aws::partition(&self.env.region)
     }
 
     /// Tags for a taggable resource: the environment's own, then the ones that identify it.
@@ -54,17 +54,6 @@ impl Context<'_> {
         tags.insert("environment".to_owned(), self.env.name.clone());
         tags.insert("logical-name".to_owned(), logical_name.to_owned());
         json!(tags)
-    }
-}
-
-/// The AWS partition a region belongs to.
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
     }
 }
 
@@ -83,11 +72,17 @@ pub fn resources(cx: &Context<'_>) -> Result<Vec<Resource>, StackError> {
 }
 
 fn bucket(cx: &Context<'_>) -> Resource {
-    Resource::new("bucket.uploads", Kind::Bucket, cx.bucket_name())
+    let bucket = Resource::new("bucket.uploads", Kind::Bucket, cx.bucket_name())
         .input("name", cx.bucket_name())
         .input("cors_allowed_origins", json!(cx.env.cors_allowed_origins))
         .input("uploads_expire_after_days", cx.env.uploads_expire_after_days)
-        .input("tags", cx.tags("bucket.uploads"))
+        .input("tags", cx.tags("bucket.uploads"));
+    // TLS only, except behind a plain-HTTP emulator endpoint, where no request could comply.
+    if crate::aws::uses_tls(cx.env) {
+        bucket.input("policy", crate::aws::tls_only_policy(cx.partition(), &cx.bucket_name()))
+    } else {
+        bucket
+    }
 }
 
 fn role(cx: &Context<'_>, function: &Function) -> Resource {
@@ -199,7 +194,6 @@ fn lambda(cx: &Context<'_>, function: &Function) -> Result<Resource, StackError>
         .input("name", name.as_str())
         .input("role_arn", Reference::to(&format!("role.{}", function.name), "arn"))
         .input("code_sha256", artifact.sha256_base64.as_str())
-        .input("code_path", artifact.zip_path.as_str())
         .input("memory_mb", settings.memory_mb)
         .input("timeout_seconds", settings.timeout_seconds)
         .input("architecture", settings.architecture.lambda_name())

@@ -132,6 +132,12 @@ fn up_to_date(root: &Path, fingerprint: &str, arches: &[Arch]) -> Option<Manifes
 }
 
 /// Remaps the machine-specific source paths so binaries are the same on every machine.
+///
+/// These are the *only* target rustflags: cargo-lambda 1.9.2 passes
+/// `--config build.rustflags=["-C", "target-cpu=haswell"]` (`neoverse-n1` on arm64), and Cargo
+/// ignores `build.rustflags` whenever `RUSTFLAGS` is set, so the binaries are built for the
+/// baseline CPU of each architecture. (cargo-lambda adds no `profile.release.*` overrides here
+/// because the workspace's release profile sets strip, lto, codegen-units and panic itself.)
 fn rustflags(root: &Path) -> Result<String> {
     let cargo_home = workspace::cargo_home().context("could not locate CARGO_HOME")?;
     let flags = format!(
@@ -139,7 +145,7 @@ fn rustflags(root: &Path) -> Result<String> {
         cargo_home.display(),
         root.display()
     );
-    // RUSTFLAGS is split on whitespace, and cargo-lambda appends its own flags to it.
+    // RUSTFLAGS is split on whitespace.
     if [&cargo_home, root]
         .iter()
         .any(|p| p.to_string_lossy().contains(char::is_whitespace))

@@ -27,6 +27,10 @@ use crate::state::writer::StateWriter;
 pub struct DeployArgs {
     #[command(flatten)]
     pub env: EnvArg,
+    /// The build to deploy: a manifest written by `cargo xtask build` (default:
+    /// target/lambda/manifest.json).
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<std::path::PathBuf>,
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -36,7 +40,7 @@ pub struct DeployArgs {
     /// Wait this long for another run's lock instead of failing at once, e.g. `90s`, `5m`.
     #[arg(long, value_parser = parse_duration)]
     pub lock_timeout: Option<Duration>,
-    /// Deploy the existing build (target/lambda/manifest.json) without building first.
+    /// Deploy the existing build without building first (implied by --manifest).
     #[arg(long)]
     pub no_build: bool,
 }
@@ -58,10 +62,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: &DeployArgs) -> Result<()> {
-    if !args.no_build {
+    if !args.no_build && args.manifest.is_none() {
         build::run(&BuildArgs::default())?;
     }
-    let manifest = session::manifest()?;
+    let manifest = session::manifest(args.manifest.as_deref())?;
+    // An environment on a local emulator that is not running yet: start the local cloud.
+    crate::local::cloud::ensure_for_environment(&args.env.name)?;
     super::runtime()?.block_on(async {
         let mut session = Session::open(&args.env.name).await?;
         let state = session.read_state().await?;
@@ -73,6 +79,14 @@ pub fn run(args: &DeployArgs) -> Result<()> {
             print!("{first_look}");
             return Ok(());
         }
+        // Refuse before writing anything (state bucket, lock, state document) when there is
+        // no way to ask.
+        if first_look.has_changes() {
+            if let Err(error) = ensure_can_confirm(args.yes, "deploy") {
+                print!("{first_look}");
+                return Err(error);
+            }
+        }
         if state.is_none() {
             let transport = Transport::for_endpoint(crate::aws::endpoint(&session.env).as_deref());
             let status = ensure_bucket(&session.clients.s3, &session.state_bucket, &session.env.region, transport).await?;
@@ -82,7 +96,7 @@ pub fn run(args: &DeployArgs) -> Result<()> {
         }
         let options = LockOptions::new("deploy").timeout(args.lock_timeout.unwrap_or(Duration::ZERO));
         let lock = Lock::acquire(session.store.clone(), &options).await?;
-        let result = locked_deploy(&session, &desired, &account_id, args, &lock).await;
+        let result = locked_deploy(&session, &desired, &manifest, &account_id, args, &lock).await;
         let released = lock.release().await;
         result?;
         released?;
@@ -93,6 +107,7 @@ pub fn run(args: &DeployArgs) -> Result<()> {
 async fn locked_deploy(
     session: &Session,
     desired: &[Resource],
+    manifest: &crate::manifest::Manifest,
     account_id: &str,
     args: &DeployArgs,
     lock: &Lock<crate::state::s3::S3Store>,
@@ -101,7 +116,7 @@ async fn locked_deploy(
     if writer.state().account_id.as_deref() != Some(account_id) {
         writer.set_account_id(account_id).await?;
     }
-    let provider = Arc::new(session.provider());
+    let provider = Arc::new(session.provider(Some(manifest)));
     for recovered in recover(provider.as_ref(), &mut writer, replace_keys).await? {
         println!("{}", describe_recovery(&recovered));
     }
@@ -169,15 +184,22 @@ fn describe_recovery(recovered: &Recovered) -> String {
     }
 }
 
+/// Fails when a confirmation is needed (no `--yes`) but cannot be asked for (standard input
+/// is not a terminal); commands call it before they write anything.
+pub fn ensure_can_confirm(yes: bool, what: &str) -> Result<()> {
+    if !yes && !std::io::stdin().is_terminal() {
+        bail!("refusing to {what} without confirmation: standard input is not a terminal; pass --yes to {what} anyway");
+    }
+    Ok(())
+}
+
 /// Asks before changing anything, unless `--yes`. Without a terminal, refuses.
 pub fn confirm(yes: bool, what: &str) -> Result<()> {
     if yes {
         return Ok(());
     }
+    ensure_can_confirm(yes, what)?;
     let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        bail!("refusing to {what} without confirmation: standard input is not a terminal; pass --yes to {what} anyway");
-    }
     print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
     std::io::stdout().flush()?;
     let mut answer = String::new();

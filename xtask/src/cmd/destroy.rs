@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::deploy::{confirm, finish, parse_duration, run_plan};
+use super::deploy::{confirm, ensure_can_confirm, finish, parse_duration, run_plan};
 use super::env_arg::EnvArg;
 use crate::engine::apply::recover;
 use crate::engine::plan::plan_destroy;
@@ -43,11 +43,13 @@ pub fn run(args: &DestroyArgs) -> Result<()> {
             println!("Nothing to destroy: environment `{}` has no resources.", args.env.name);
             return Ok(());
         }
+        // Refuse before taking the lock when there is no way to ask.
+        ensure_can_confirm(args.yes, "destroy")?;
         let options = LockOptions::new("destroy").timeout(args.lock_timeout.unwrap_or(Duration::ZERO));
         let lock = Lock::acquire(session.store.clone(), &options).await?;
         let result = async {
             let mut writer = StateWriter::open(session.store.clone()).await?;
-            let provider = Arc::new(session.provider());
+            let provider = Arc::new(session.provider(None));
             recover(provider.as_ref(), &mut writer, replace_keys).await?;
             let plan = plan_destroy(writer.state(), session.env.protect)?;
             print!("{plan}");

@@ -4,8 +4,10 @@ pub mod build;
 pub mod deploy;
 pub mod destroy;
 pub mod env_arg;
+pub mod local;
 pub mod outputs;
 pub mod plan;
+pub mod smoke_test;
 pub mod test;
 pub mod unlock;
 

@@ -10,6 +10,7 @@ use super::env_arg::EnvArg;
 use crate::engine::resource::ResourceId;
 use crate::functions::FUNCTIONS;
 use crate::session::Session;
+use crate::local::cloud::StateDir;
 use crate::state::StateFile;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -75,6 +76,29 @@ impl std::fmt::Display for Outputs {
     }
 }
 
+/// The URL clients call for an environment's API. Against an emulator, that is where the
+/// local data plane serves the deployed API; against AWS, the stage's invoke URL.
+pub fn api_url(session: &Session, state: &StateFile) -> Result<String> {
+    let api_id = output(state, "api", "id").context("the environment's state records no API; deploy it first")?;
+    let local = crate::aws::endpoint(&session.env).is_some_and(|endpoint| crate::aws::is_local_endpoint(&endpoint));
+    if !local {
+        return Outputs::from_state(&session.env.name, state)
+            .api_url
+            .context("the environment's state records no API URL");
+    }
+    let served = StateDir::default_for(&crate::workspace::root());
+    served
+        .served_apis()?
+        .get(&api_id)
+        .map(|api| api.url.trim_end_matches('/').to_owned())
+        .with_context(|| {
+            format!(
+                "the local data plane does not serve API {api_id} (see {}); start it with `cargo xtask local up`",
+                served.apis_json().display()
+            )
+        })
+}
+
 pub fn run(args: &OutputsArgs) -> Result<()> {
     super::runtime()?.block_on(async {
         let session = Session::open(&args.env.name).await?;
@@ -83,7 +107,10 @@ pub fn run(args: &OutputsArgs) -> Result<()> {
             .await?
             .with_context(|| format!("environment `{}` has never been deployed ({})", args.env.name, session.state_location()))?
             .value;
-        let outputs = Outputs::from_state(&args.env.name, &state);
+        let mut outputs = Outputs::from_state(&args.env.name, &state);
+        if let Ok(url) = api_url(&session, &state) {
+            outputs.api_url = Some(url);
+        }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&outputs)?);
         } else {

@@ -13,6 +13,10 @@ use crate::session::{self, Session};
 pub struct PlanArgs {
     #[command(flatten)]
     pub env: EnvArg,
+    /// The build to deploy: a manifest written by `cargo xtask build` (default:
+    /// target/lambda/manifest.json).
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<std::path::PathBuf>,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
@@ -23,7 +27,7 @@ pub struct PlanArgs {
 
 pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     super::runtime()?.block_on(async {
-        let manifest = session::manifest()?;
+        let manifest = session::manifest(args.manifest.as_deref())?;
         let mut session = Session::open(&args.env.name).await?;
         let state = session.read_state().await?.map(|versioned| versioned.value).unwrap_or_default();
         let account_id = session.account_id(&state).await?;

@@ -46,7 +46,11 @@ pub(super) async fn create_api(p: &AwsProvider, spec: &Spec<'_>) -> Result<Creat
     Ok(Created { physical_id: id.to_owned(), outputs: api_outputs(id, created.api_endpoint()) })
 }
 
-pub(super) async fn update_api(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+pub(super) async fn update_api(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    change: &Change<'_>,
+) -> Result<Outputs, ProviderError> {
     let id = change.id();
     if change.any(&["name", "cors_allowed_origins"]) {
         let cors = cors(spec)?;
@@ -69,7 +73,7 @@ pub(super) async fn update_api(p: &AwsProvider, spec: &Spec<'_>, change: &Change
         }
     }
     if change.any(&["tags"]) {
-        update_tags(p, spec, &api_arn(p, id)?, &change.old().tags()?, &spec.tags()?).await?;
+        update_tags(p, spec, &api_arn(p, spec, id)?, &change.old().tags()?, &spec.tags()?).await?;
     }
     let found = p.clients.apigateway.get_api().api_id(id).send().await.map_err(|error| spec.api("GetApi", error))?;
     Ok(api_outputs(id, found.api_endpoint()))
@@ -88,7 +92,8 @@ pub(super) async fn delete_api(p: &AwsProvider, spec: &Spec<'_>, id: &str) -> Re
 pub(super) async fn find_api(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
     let name = spec.str("name")?;
     let tags = spec.tags()?;
-    let matches = |api: &Api| api.name() == Some(name) && tags.iter().all(|(k, v)| api.tags().and_then(|t| t.get(k)) == Some(v));
+    let matches =
+        |api: &Api| api.name() == Some(name) && tags.iter().all(|(k, v)| api.tags().and_then(|t| t.get(k)) == Some(v));
     let mut found: Vec<Api> = Vec::new();
     let mut next_token: Option<String> = None;
     loop {
@@ -114,7 +119,14 @@ pub(super) async fn find_api(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<
         }
         several => {
             let ids: Vec<&str> = several.iter().filter_map(Api::api_id).collect();
-            Err(spec.failed("GetApis", format!("{} APIs are named {name} with these tags ({}); cannot tell which is this one", ids.len(), ids.join(", "))))
+            Err(spec.failed(
+                "GetApis",
+                format!(
+                    "{} APIs are named {name} with these tags ({}); cannot tell which is this one",
+                    ids.len(),
+                    ids.join(", ")
+                ),
+            ))
         }
     }
 }
@@ -143,8 +155,8 @@ fn cors(spec: &Spec<'_>) -> Result<Option<Cors>, ProviderError> {
     ))
 }
 
-fn api_arn(p: &AwsProvider, id: &str) -> Result<String, ProviderError> {
-    Ok(format!("arn:{}:apigateway:{}::/apis/{id}", p.partition()?, p.region()?))
+fn api_arn(p: &AwsProvider, spec: &Spec<'_>, id: &str) -> Result<String, ProviderError> {
+    Ok(format!("arn:{}:apigateway:{}::/apis/{id}", p.partition(spec)?, p.region(spec)?))
 }
 
 async fn update_tags(
@@ -195,11 +207,16 @@ pub(super) async fn create_integration(p: &AwsProvider, spec: &Spec<'_>) -> Resu
         .send()
         .await
         .map_err(|error| spec.api("CreateIntegration", error))?;
-    let id = created.integration_id().ok_or_else(|| spec.failed("CreateIntegration", "no IntegrationId in the answer"))?;
+    let id =
+        created.integration_id().ok_or_else(|| spec.failed("CreateIntegration", "no IntegrationId in the answer"))?;
     Ok(Created { physical_id: id.to_owned(), outputs: id_outputs(id) })
 }
 
-pub(super) async fn update_integration(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+pub(super) async fn update_integration(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    change: &Change<'_>,
+) -> Result<Outputs, ProviderError> {
     p.clients
         .apigateway
         .update_integration()
@@ -231,11 +248,13 @@ pub(super) async fn find_integration(p: &AwsProvider, spec: &Spec<'_>) -> Result
     let uri = spec.str("function_arn")?;
     let mut next_token: Option<String> = None;
     loop {
-        let page = match p.clients.apigateway.get_integrations().api_id(api_id).set_next_token(next_token.take()).send().await {
-            Ok(page) => page,
-            Err(error) if is(&error, NOT_FOUND) => return Ok(None),
-            Err(error) => return Err(spec.api("GetIntegrations", error)),
-        };
+        let page =
+            match p.clients.apigateway.get_integrations().api_id(api_id).set_next_token(next_token.take()).send().await
+            {
+                Ok(page) => page,
+                Err(error) if is(&error, NOT_FOUND) => return Ok(None),
+                Err(error) => return Err(spec.api("GetIntegrations", error)),
+            };
         let found = page.items().iter().find(|integration| integration.integration_uri() == Some(uri));
         if let Some(id) = found.and_then(|integration| integration.integration_id()) {
             return Ok(Some(Created { physical_id: id.to_owned(), outputs: id_outputs(id) }));
@@ -269,7 +288,11 @@ pub(super) async fn create_route(p: &AwsProvider, spec: &Spec<'_>) -> Result<Cre
     Ok(Created { physical_id: id.to_owned(), outputs: id_outputs(id) })
 }
 
-pub(super) async fn update_route(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+pub(super) async fn update_route(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    change: &Change<'_>,
+) -> Result<Outputs, ProviderError> {
     p.clients
         .apigateway
         .update_route()
@@ -297,7 +320,8 @@ pub(super) async fn find_route(p: &AwsProvider, spec: &Spec<'_>) -> Result<Optio
     let route_key = spec.str("route_key")?;
     let mut next_token: Option<String> = None;
     loop {
-        let page = match p.clients.apigateway.get_routes().api_id(api_id).set_next_token(next_token.take()).send().await {
+        let page = match p.clients.apigateway.get_routes().api_id(api_id).set_next_token(next_token.take()).send().await
+        {
             Ok(page) => page,
             Err(error) if is(&error, NOT_FOUND) => return Ok(None),
             Err(error) => return Err(spec.api("GetRoutes", error)),
@@ -334,7 +358,11 @@ pub(super) async fn create_stage(p: &AwsProvider, spec: &Spec<'_>) -> Result<Cre
     Ok(Created { physical_id: name.to_owned(), outputs: stage_outputs(p, spec, api_id, name).await? })
 }
 
-pub(super) async fn update_stage(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+pub(super) async fn update_stage(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    change: &Change<'_>,
+) -> Result<Outputs, ProviderError> {
     let api_id = spec.str("api_id")?;
     let name = change.id();
     if change.any(&["auto_deploy", "throttling_rate_limit", "throttling_burst_limit"]) {
@@ -350,7 +378,7 @@ pub(super) async fn update_stage(p: &AwsProvider, spec: &Spec<'_>, change: &Chan
             .map_err(|error| spec.api("UpdateStage", error))?;
     }
     if change.any(&["tags"]) {
-        let arn = format!("{}/stages/{name}", api_arn(p, api_id)?);
+        let arn = format!("{}/stages/{name}", api_arn(p, spec, api_id)?);
         update_tags(p, spec, &arn, &change.old().tags()?, &spec.tags()?).await?;
     }
     stage_outputs(p, spec, api_id, name).await
@@ -368,7 +396,9 @@ pub(super) async fn find_stage(p: &AwsProvider, spec: &Spec<'_>) -> Result<Optio
     let api_id = spec.str("api_id")?;
     let name = spec.str("name")?;
     match p.clients.apigateway.get_stage().api_id(api_id).stage_name(name).send().await {
-        Ok(_) => Ok(Some(Created { physical_id: name.to_owned(), outputs: stage_outputs(p, spec, api_id, name).await? })),
+        Ok(_) => {
+            Ok(Some(Created { physical_id: name.to_owned(), outputs: stage_outputs(p, spec, api_id, name).await? }))
+        }
         Err(error) if is(&error, NOT_FOUND) => Ok(None),
         Err(error) => Err(spec.api("GetStage", error)),
     }
@@ -405,7 +435,13 @@ mod tests {
 
     #[test]
     fn the_default_stage_serves_at_the_root() {
-        assert_eq!(invoke_url("https://abc.execute-api.eu-west-1.amazonaws.com", "$default"), "https://abc.execute-api.eu-west-1.amazonaws.com");
-        assert_eq!(invoke_url("https://abc.execute-api.eu-west-1.amazonaws.com/", "prod"), "https://abc.execute-api.eu-west-1.amazonaws.com/prod");
+        assert_eq!(
+            invoke_url("https://abc.execute-api.eu-west-1.amazonaws.com", "$default"),
+            "https://abc.execute-api.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            invoke_url("https://abc.execute-api.eu-west-1.amazonaws.com/", "prod"),
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
+        );
     }
 }

@@ -33,7 +33,10 @@ pub(super) async fn create(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, 
         .send()
         .await
         .map_err(|error| spec.api("CreateRole", error))?;
-    let arn = role.role().map(|role| role.arn().to_owned()).ok_or_else(|| spec.failed("CreateRole", "no role in the answer"))?;
+    let arn = role
+        .role()
+        .map(|role| role.arn().to_owned())
+        .ok_or_else(|| spec.failed("CreateRole", "no role in the answer"))?;
     put_policy(p, spec, name).await?;
     Ok(Created { physical_id: name.to_owned(), outputs: outputs(&arn, name) })
 }
@@ -54,8 +57,12 @@ pub(super) async fn update(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>
         put_policy(p, spec, name).await?;
     }
     if change.any(&["policy_name"]) {
-        let old = change.old().str("policy_name")?;
-        delete_policy(p, spec, name, old).await?;
+        // A role adopted after an interrupted create is recorded without its policy name:
+        // there is no old policy to remove, and requiring one would fail every later deploy.
+        let new = spec.str("policy_name")?;
+        if let Some(old) = change.old().opt_str("policy_name")?.filter(|old| *old != new) {
+            delete_policy(p, spec, name, old).await?;
+        }
     }
     if change.any(&["tags"]) {
         update_tags(p, spec, name, &change.old().tags()?, &spec.tags()?).await?;
@@ -67,11 +74,12 @@ pub(super) async fn update(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>
 }
 
 pub(super) async fn delete(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
-    let names = match p.clients.iam.list_role_policies().role_name(name).into_paginator().items().send().try_collect().await {
-        Ok(names) => names,
-        Err(error) if is(&error, NO_SUCH_ENTITY) => return Ok(()),
-        Err(error) => return Err(spec.api("ListRolePolicies", error)),
-    };
+    let names =
+        match p.clients.iam.list_role_policies().role_name(name).into_paginator().items().send().try_collect().await {
+            Ok(names) => names,
+            Err(error) if is(&error, NO_SUCH_ENTITY) => return Ok(()),
+            Err(error) => return Err(spec.api("ListRolePolicies", error)),
+        };
     for policy in names {
         delete_policy(p, spec, name, &policy).await?;
     }
@@ -88,7 +96,9 @@ pub(super) async fn find(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Crea
 
 async fn find_role(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<Option<Created>, ProviderError> {
     match p.clients.iam.get_role().role_name(name).send().await {
-        Ok(output) => Ok(output.role().map(|role| Created { physical_id: name.to_owned(), outputs: outputs(role.arn(), name) })),
+        Ok(output) => {
+            Ok(output.role().map(|role| Created { physical_id: name.to_owned(), outputs: outputs(role.arn(), name) }))
+        }
         Err(error) if is(&error, NO_SUCH_ENTITY) => Ok(None),
         Err(error) => Err(spec.api("GetRole", error)),
     }
@@ -102,7 +112,15 @@ fn outputs(arn: &str, name: &str) -> Outputs {
 async fn put_policy(p: &AwsProvider, spec: &Spec<'_>, role: &str) -> Result<(), ProviderError> {
     let policy_name = spec.str("policy_name")?;
     let document = spec.json_text("policy")?;
-    let put = || p.clients.iam.put_role_policy().role_name(role).policy_name(policy_name).policy_document(document.clone()).send();
+    let put = || {
+        p.clients
+            .iam
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(policy_name)
+            .policy_document(document.clone())
+            .send()
+    };
     retry(Backoff::IAM_PROPAGATION, put, |error| is(error, NO_SUCH_ENTITY))
         .await
         .map_err(|error| spec.api("PutRolePolicy", error))?;

@@ -43,7 +43,12 @@ impl<'a> Spec<'a> {
     }
 
     pub fn invalid(&self, key: &str, message: impl Into<String>) -> ProviderError {
-        ProviderError::Input { kind: self.kind, name: self.name.to_owned(), key: key.to_owned(), message: message.into() }
+        ProviderError::Input {
+            kind: self.kind,
+            name: self.name.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
     }
 
     fn value(&self, key: &str) -> Option<&'a Value> {
@@ -91,7 +96,11 @@ impl<'a> Spec<'a> {
         let items = value.as_array().ok_or_else(|| self.invalid(key, format!("expected a list, got {value}")))?;
         items
             .iter()
-            .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| self.invalid(key, format!("expected strings, got {item}"))))
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| self.invalid(key, format!("expected strings, got {item}")))
+            })
             .collect()
     }
 
@@ -134,7 +143,11 @@ pub(crate) struct TagChanges {
 impl TagChanges {
     pub fn between(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Self {
         Self {
-            set: new.iter().filter(|(key, value)| old.get(*key) != Some(*value)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            set: new
+                .iter()
+                .filter(|(key, value)| old.get(*key) != Some(*value))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             remove: old.keys().filter(|key| !new.contains_key(*key)).cloned().collect(),
         }
     }

@@ -2,8 +2,9 @@
 //! (Kind::Permission).
 //!
 //! Code is deployed from the content-addressed artifact store (see [`super::s3`]), never
-//! inlined: the zip at `code_path` must hash to `code_sha256`, is uploaded once under its hex
-//! SHA-256, and CreateFunction/UpdateFunctionCode point at it.
+//! inlined: the zip whose SHA-256 is `code_sha256` is uploaded once under its hex SHA-256
+//! (from the local build, unless the store has it already), and CreateFunction and
+//! UpdateFunctionCode point at it.
 //!
 //! Lambda's behaviours handled here:
 //! - a role created moments ago "cannot be assumed by Lambda": CreateFunction (and an
@@ -17,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
 use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, LastUpdateStatus, Runtime, State};
@@ -27,7 +29,6 @@ use super::retry::{poll, retry, Backoff, Poll};
 use super::{s3, AwsProvider, Change, Spec};
 use crate::engine::provider::{Created, ProviderError};
 use crate::engine::resource::Outputs;
-use crate::workspace;
 
 /// The runtime for Rust binaries named `bootstrap`.
 pub const RUNTIME: Runtime = Runtime::Providedal2023;
@@ -72,11 +73,16 @@ pub(super) async fn create_function(p: &AwsProvider, spec: &Spec<'_>) -> Result<
     let created = retry(Backoff::IAM_PROPAGATION, create, role_not_assumable)
         .await
         .map_err(|error| spec.api("CreateFunction", error))?;
-    let outputs = outputs(spec, "CreateFunction", name, created.function_arn(), created.code_sha256(), created.version())?;
+    let outputs =
+        outputs(spec, "CreateFunction", name, created.function_arn(), created.code_sha256(), created.version())?;
     Ok(Created { physical_id: name.to_owned(), outputs })
 }
 
-pub(super) async fn update_function(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+pub(super) async fn update_function(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    change: &Change<'_>,
+) -> Result<Outputs, ProviderError> {
     let name = change.id();
     if change.any(CODE_KEYS) {
         update_code(p, spec, name).await?;
@@ -84,7 +90,9 @@ pub(super) async fn update_function(p: &AwsProvider, spec: &Spec<'_>, change: &C
     if change.any(CONFIGURATION_KEYS) {
         update_configuration(p, spec, change, name).await?;
     }
-    let found = find_named(p, spec, name).await?.ok_or_else(|| spec.failed("GetFunction", format!("function {name} does not exist")))?;
+    let found = find_named(p, spec, name)
+        .await?
+        .ok_or_else(|| spec.failed("GetFunction", format!("function {name} does not exist")))?;
     if change.any(&["tags"]) {
         let arn = found.outputs["arn"].as_str().unwrap_or(name);
         update_tags(p, spec, arn, &change.old().tags()?, &spec.tags()?).await?;
@@ -111,7 +119,8 @@ async fn find_named(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<Opti
         Err(error) if is(&error, NOT_FOUND) => return Ok(None),
         Err(error) => return Err(spec.api("GetFunctionConfiguration", error)),
     };
-    let outputs = outputs(spec, "GetFunctionConfiguration", name, found.function_arn(), found.code_sha256(), found.version())?;
+    let outputs =
+        outputs(spec, "GetFunctionConfiguration", name, found.function_arn(), found.code_sha256(), found.version())?;
     Ok(Some(Created { physical_id: name.to_owned(), outputs }))
 }
 
@@ -134,22 +143,38 @@ fn outputs(
     Ok(outputs)
 }
 
-/// Checks the zip at `code_path` against `code_sha256` and puts it in the artifact store;
-/// returns its key there.
+/// Makes sure the artifact store holds the zip whose SHA-256 is `code_sha256` and returns
+/// its key there. Keys are content-addressed, so a stored object is those exact bytes;
+/// otherwise the zip comes from the local build, checked against the hash, and uploaded.
 async fn upload_code(p: &AwsProvider, spec: &Spec<'_>) -> Result<String, ProviderError> {
-    let path = workspace::root().join(spec.str("code_path")?);
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|error| spec.invalid("code_path", format!("cannot read {}: {error}", path.display())))?;
-    let (hex, base64) = crate::artifact::sha256(&bytes);
+    use base64::Engine as _;
     let expected = spec.str("code_sha256")?;
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(expected)
+        .map_err(|error| spec.invalid("code_sha256", format!("`{expected}` is not base64: {error}")))?;
+    let key = p.artifact_key(&hex::encode(digest));
+    if s3::artifact_exists(p, spec, &key).await? {
+        return Ok(key);
+    }
+    let path = p.local_artifacts.get(expected).ok_or_else(|| {
+        spec.invalid(
+            "code_sha256",
+            format!(
+                "artifact {expected} is neither in the artifact store (s3://{}/{key}) nor in the local build",
+                p.artifact_bucket
+            ),
+        )
+    })?;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|error| spec.invalid("code_sha256", format!("cannot read {}: {error}", path.display())))?;
+    let (_, base64) = crate::artifact::sha256(&bytes);
     if base64 != expected {
         return Err(spec.invalid(
             "code_sha256",
             format!("{} has SHA-256 {base64} (base64), not {expected}; the build and the plan disagree", path.display()),
         ));
     }
-    let key = p.artifact_key(&hex);
     s3::put_artifact(p, spec, &key, bytes, &base64).await?;
     Ok(key)
 }
@@ -175,7 +200,12 @@ async fn update_code(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(),
 }
 
 /// Sends only the changed settings.
-async fn update_configuration(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>, name: &str) -> Result<(), ProviderError> {
+async fn update_configuration(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    change: &Change<'_>,
+    name: &str,
+) -> Result<(), ProviderError> {
     let role = change.any(&["role_arn"]).then(|| spec.str("role_arn")).transpose()?;
     let memory = change.any(&["memory_mb"]).then(|| spec.i32("memory_mb")).transpose()?;
     let timeout = change.any(&["timeout_seconds"]).then(|| spec.i32("timeout_seconds")).transpose()?;
@@ -266,9 +296,9 @@ async fn wait_ready(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), 
 }
 
 /// "The role defined for the function cannot be assumed by Lambda": the role is too new.
-fn role_not_assumable<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(error: &CallError<E>) -> bool {
-    use aws_smithy_types::error::metadata::ProvideErrorMetadata as _;
-    is(error, &["InvalidParameterValueException"]) && error.message().is_some_and(|message| message.contains("cannot be assumed"))
+fn role_not_assumable<E: ProvideErrorMetadata>(error: &CallError<E>) -> bool {
+    is(error, &["InvalidParameterValueException"])
+        && error.message().is_some_and(|message| message.contains("cannot be assumed"))
 }
 
 fn architecture(spec: &Spec<'_>) -> Result<Architecture, ProviderError> {
@@ -301,7 +331,11 @@ struct Grant<'a> {
 }
 
 fn statement<'a>(spec: &Spec<'a>) -> Result<Statement<'a>, ProviderError> {
-    Ok(Statement { function: spec.str("function_name")?, id: spec.str("statement_id")?, qualifier: spec.opt_str("qualifier")? })
+    Ok(Statement {
+        function: spec.str("function_name")?,
+        id: spec.str("statement_id")?,
+        qualifier: spec.opt_str("qualifier")?,
+    })
 }
 
 /// Adds the statement. One with the same id (left by an interrupted run) is removed first,
@@ -309,7 +343,11 @@ fn statement<'a>(spec: &Spec<'a>) -> Result<Statement<'a>, ProviderError> {
 /// (and some emulators would keep both).
 pub(super) async fn create_permission(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, ProviderError> {
     let statement = statement(spec)?;
-    let grant = Grant { principal: spec.str("principal")?, action: spec.str("action")?, source_arn: spec.opt_str("source_arn")? };
+    let grant = Grant {
+        principal: spec.str("principal")?,
+        action: spec.str("action")?,
+        source_arn: spec.opt_str("source_arn")?,
+    };
     if find_permission(p, spec).await?.is_some() {
         remove_permission(p, spec, &statement).await?;
     }
@@ -412,8 +450,7 @@ async fn remove_permission(p: &AwsProvider, spec: &Spec<'_>, statement: &Stateme
 }
 
 /// "The statement id (...) provided already exists."
-fn already_exists<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(error: &CallError<E>) -> bool {
-    use aws_smithy_types::error::metadata::ProvideErrorMetadata as _;
+fn already_exists<E: ProvideErrorMetadata>(error: &CallError<E>) -> bool {
     is(error, CONFLICT) && error.message().is_some_and(|message| message.contains("already exists"))
 }
 

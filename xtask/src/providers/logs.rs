@@ -33,7 +33,9 @@ pub(super) async fn create(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, 
         Err(error) => return Err(spec.api("CreateLogGroup", error)),
     };
     put_retention(p, spec, name).await?;
-    let found = find_group(p, spec, name).await?.ok_or_else(|| spec.failed("DescribeLogGroups", "the log group just created is not listed"))?;
+    let found = find_group(p, spec, name)
+        .await?
+        .ok_or_else(|| spec.failed("DescribeLogGroups", "the log group just created is not listed"))?;
     if adopted {
         tag(p, spec, arn(&found), &tags).await?;
     }
@@ -45,7 +47,9 @@ pub(super) async fn update(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>
     if change.any(&["retention_days"]) {
         put_retention(p, spec, name).await?;
     }
-    let found = find_group(p, spec, name).await?.ok_or_else(|| spec.failed("DescribeLogGroups", format!("log group {name} does not exist")))?;
+    let found = find_group(p, spec, name)
+        .await?
+        .ok_or_else(|| spec.failed("DescribeLogGroups", format!("log group {name} does not exist")))?;
     if change.any(&["tags"]) {
         let changes = TagChanges::between(&change.old().tags()?, &spec.tags()?);
         let arn = arn(&found);
@@ -125,7 +129,12 @@ async fn put_retention(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(
     Ok(())
 }
 
-async fn tag(p: &AwsProvider, spec: &Spec<'_>, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), ProviderError> {
+async fn tag(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    arn: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), ProviderError> {
     if tags.is_empty() {
         return Ok(());
     }

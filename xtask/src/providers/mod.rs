@@ -18,11 +18,14 @@
 //! by the SDK's standard retry strategy, given more attempts by [`AwsProvider::new`]; a
 //! resource already gone counts as deleted.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_smithy_types::retry::RetryConfig;
 
 use crate::aws::Clients;
+use crate::manifest::Manifest;
 use crate::engine::provider::{Created, Provider, ProviderError};
 use crate::engine::resource::{Inputs, Kind, Outputs};
 use crate::state::ResourceState;
@@ -50,6 +53,10 @@ pub struct AwsProvider {
     pub clients: Clients,
     pub artifact_bucket: String,
     pub artifact_prefix: String,
+    /// Local zips by their base64 SHA-256 (Lambda's `CodeSha256`), uploaded to the artifact
+    /// store when it does not hold them yet. Code already in the store needs no local zip,
+    /// which is how promoted artifacts deploy without a build.
+    pub local_artifacts: BTreeMap<String, PathBuf>,
 }
 
 impl AwsProvider {
@@ -60,22 +67,28 @@ impl AwsProvider {
             clients: with_retries(clients),
             artifact_bucket: artifact_bucket.into(),
             artifact_prefix: artifact_prefix.into(),
+            local_artifacts: BTreeMap::new(),
         }
     }
 
+    /// The provider with the zips of a build manifest at hand.
+    pub fn with_manifest(mut self, root: &Path, manifest: &Manifest) -> Self {
+        self.local_artifacts = manifest
+            .artifacts()
+            .map(|(_, _, artifact)| (artifact.sha256_base64.clone(), root.join(&artifact.zip_path)))
+            .collect();
+        self
+    }
+
     /// The region the clients talk to.
-    pub(crate) fn region(&self) -> Result<&str, ProviderError> {
-        self.clients.config.region().map(|region| region.as_ref()).ok_or_else(|| ProviderError::Api {
-            kind: Kind::Bucket,
-            name: String::new(),
-            operation: "Configuration",
-            message: "no AWS region is configured".to_owned(),
-        })
+    pub(crate) fn region(&self, spec: &Spec<'_>) -> Result<&str, ProviderError> {
+        let region = self.clients.config.region().map(|region| region.as_ref());
+        region.ok_or_else(|| spec.failed("Configuration", "no AWS region is configured"))
     }
 
     /// The ARN partition of the clients' region (`aws`, `aws-cn`, `aws-us-gov`).
-    pub(crate) fn partition(&self) -> Result<&'static str, ProviderError> {
-        Ok(partition(self.region()?))
+    pub(crate) fn partition(&self, spec: &Spec<'_>) -> Result<&'static str, ProviderError> {
+        Ok(crate::aws::partition(self.region(spec)?))
     }
 
     /// The artifact store key of a zip with SHA-256 `hex`.
@@ -89,7 +102,11 @@ impl AwsProvider {
 
 fn with_retries(mut clients: Clients) -> Clients {
     let retry = |config: Option<&RetryConfig>| {
-        config.cloned().unwrap_or_else(RetryConfig::standard).with_max_attempts(MAX_ATTEMPTS).with_max_backoff(Duration::from_secs(20))
+        config
+            .cloned()
+            .unwrap_or_else(RetryConfig::standard)
+            .with_max_attempts(MAX_ATTEMPTS)
+            .with_max_backoff(Duration::from_secs(20))
     };
     clients.s3 = aws_sdk_s3::Client::from_conf(
         clients.s3.config().to_builder().retry_config(retry(clients.s3.config().retry_config())).build(),
@@ -101,23 +118,17 @@ fn with_retries(mut clients: Clients) -> Clients {
         clients.lambda.config().to_builder().retry_config(retry(clients.lambda.config().retry_config())).build(),
     );
     clients.apigateway = aws_sdk_apigatewayv2::Client::from_conf(
-        clients.apigateway.config().to_builder().retry_config(retry(clients.apigateway.config().retry_config())).build(),
+        clients
+            .apigateway
+            .config()
+            .to_builder()
+            .retry_config(retry(clients.apigateway.config().retry_config()))
+            .build(),
     );
     clients.logs = aws_sdk_cloudwatchlogs::Client::from_conf(
         clients.logs.config().to_builder().retry_config(retry(clients.logs.config().retry_config())).build(),
     );
     clients
-}
-
-/// The ARN partition of `region`.
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
 }
 
 /// The input keys of `kind` whose change forces a replacement (delete, then create), because
@@ -167,7 +178,12 @@ impl Provider for AwsProvider {
         }
     }
 
-    async fn update(&self, current: &ResourceState, inputs: &Inputs, changed: &[String]) -> Result<Outputs, ProviderError> {
+    async fn update(
+        &self,
+        current: &ResourceState,
+        inputs: &Inputs,
+        changed: &[String],
+    ) -> Result<Outputs, ProviderError> {
         let spec = Spec::new(current.kind, &current.name, inputs);
         let change = Change { current, changed };
         match current.kind {
@@ -256,12 +272,5 @@ mod tests {
         }
         assert!(!replace_keys(Kind::HttpApi).contains(&"name"), "UpdateApi renames an API");
         assert!(!replace_keys(Kind::Function).contains(&"architecture"), "UpdateFunctionCode changes it");
-    }
-
-    #[test]
-    fn partitions_follow_the_region() {
-        assert_eq!(partition("eu-west-1"), "aws");
-        assert_eq!(partition("cn-north-1"), "aws-cn");
-        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
     }
 }

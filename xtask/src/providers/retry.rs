@@ -121,7 +121,13 @@ mod tests {
             || {
                 calls.set(calls.get() + 1);
                 let n = calls.get();
-                async move { if n < 3 { Err("not yet") } else { Ok(n) } }
+                async move {
+                    if n < 3 {
+                        Err("not yet")
+                    } else {
+                        Ok(n)
+                    }
+                }
             },
             |_| true,
         )

@@ -36,15 +36,20 @@ pub(super) async fn create(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, 
     create_bucket(p, spec, name).await?;
     put_public_access_block(p, spec, name).await?;
     put_encryption(p, spec, name).await?;
-    put_policy(p, spec, name).await?;
+    if spec.inputs.get("policy").is_some_and(|policy| !policy.is_null()) {
+        put_policy(p, spec, name).await?;
+    }
     put_cors(p, spec, name).await?;
     put_lifecycle(p, spec, name).await?;
     put_tags(p, spec, name).await?;
-    Ok(Created { physical_id: name.to_owned(), outputs: outputs(p, name)? })
+    Ok(Created { physical_id: name.to_owned(), outputs: outputs(p, spec, name)? })
 }
 
 pub(super) async fn update(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
     let name = change.id();
+    if change.any(&["policy"]) {
+        put_policy(p, spec, name).await?;
+    }
     if change.any(&["cors_allowed_origins"]) {
         put_cors(p, spec, name).await?;
     }
@@ -54,7 +59,7 @@ pub(super) async fn update(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>
     if change.any(&["tags"]) {
         put_tags(p, spec, name).await?;
     }
-    outputs(p, name)
+    outputs(p, spec, name)
 }
 
 pub(super) async fn delete(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
@@ -71,27 +76,27 @@ pub(super) async fn delete(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Resu
 pub(super) async fn find(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
     let name = spec.str("name")?;
     match p.clients.s3.head_bucket().bucket(name).send().await {
-        Ok(_) => Ok(Some(Created { physical_id: name.to_owned(), outputs: outputs(p, name)? })),
+        Ok(_) => Ok(Some(Created { physical_id: name.to_owned(), outputs: outputs(p, spec, name)? })),
         Err(error) if is(&error, &["NotFound", "NoSuchBucket"]) => Ok(None),
         Err(error) => Err(spec.api("HeadBucket", error)),
     }
 }
 
-fn outputs(p: &AwsProvider, name: &str) -> Result<Outputs, ProviderError> {
+fn outputs(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<Outputs, ProviderError> {
     Ok(Outputs::from([
-        ("arn".to_owned(), json!(format!("arn:{}:s3:::{name}", p.partition()?))),
+        ("arn".to_owned(), json!(format!("arn:{}:s3:::{name}", p.partition(spec)?))),
         ("name".to_owned(), json!(name)),
     ]))
 }
 
 async fn create_bucket(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
-    let region = p.region()?;
+    let region = p.region(spec)?;
     let mut request = p.clients.s3.create_bucket().bucket(name);
     // us-east-1 is the one region that takes no location constraint.
     if region != "us-east-1" {
         let constraint = BucketLocationConstraint::from(region);
-        request =
-            request.create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(constraint).build());
+        request = request
+            .create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(constraint).build());
     }
     request.send().await.map_err(|error| spec.api("CreateBucket", error))?;
     Ok(())
@@ -117,7 +122,10 @@ async fn put_public_access_block(p: &AwsProvider, spec: &Spec<'_>, name: &str) -
 
 async fn put_encryption(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
     const OPERATION: &str = "PutBucketEncryption";
-    let default = spec.built(OPERATION, ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build())?;
+    let default = spec.built(
+        OPERATION,
+        ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build(),
+    )?;
     let rule = ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(default).build();
     let configuration = spec.built(OPERATION, ServerSideEncryptionConfiguration::builder().rules(rule).build())?;
     p.clients
@@ -131,31 +139,29 @@ async fn put_encryption(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<
     Ok(())
 }
 
-/// The bucket policy: deny every request that does not use TLS.
-pub fn tls_only_policy(partition: &str, name: &str) -> serde_json::Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [format!("arn:{partition}:s3:::{name}"), format!("arn:{partition}:s3:::{name}/*")],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }],
-    })
-}
-
+/// The bucket policy from the `policy` input (a JSON document); `null` means none.
 async fn put_policy(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
-    let policy = tls_only_policy(p.partition()?, name).to_string();
-    p.clients
-        .s3
-        .put_bucket_policy()
-        .bucket(name)
-        .policy(policy)
-        .send()
-        .await
-        .map_err(|error| spec.api("PutBucketPolicy", error))?;
+    match spec.inputs.get("policy") {
+        None | Some(serde_json::Value::Null) => {
+            p.clients
+                .s3
+                .delete_bucket_policy()
+                .bucket(name)
+                .send()
+                .await
+                .map_err(|error| spec.api("DeleteBucketPolicy", error))?;
+        }
+        Some(policy) => {
+            p.clients
+                .s3
+                .put_bucket_policy()
+                .bucket(name)
+                .policy(policy.to_string())
+                .send()
+                .await
+                .map_err(|error| spec.api("PutBucketPolicy", error))?;
+        }
+    }
     Ok(())
 }
 
@@ -177,7 +183,8 @@ async fn put_cors(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), Pr
         .allowed_headers("content-type")
         .max_age_seconds(CORS_MAX_AGE_SECONDS)
         .build();
-    let configuration = spec.built(OPERATION, CorsConfiguration::builder().cors_rules(spec.built(OPERATION, rule)?).build())?;
+    let configuration =
+        spec.built(OPERATION, CorsConfiguration::builder().cors_rules(spec.built(OPERATION, rule)?).build())?;
     p.clients
         .s3
         .put_bucket_cors()
@@ -279,7 +286,10 @@ async fn empty(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<bool, Pro
             .chain(markers)
             .filter_map(|(key, version)| Some((key?, version)))
             .map(|(key, version)| {
-                spec.built("DeleteObjects", ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_owned)).build())
+                spec.built(
+                    "DeleteObjects",
+                    ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_owned)).build(),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         for batch in identifiers.chunks(DELETE_BATCH) {
@@ -301,8 +311,15 @@ async fn delete_objects(
 ) -> Result<(), ProviderError> {
     const OPERATION: &str = "DeleteObjects";
     let delete = spec.built(OPERATION, Delete::builder().set_objects(Some(objects)).quiet(true).build())?;
-    let output =
-        p.clients.s3.delete_objects().bucket(name).delete(delete).send().await.map_err(|error| spec.api(OPERATION, error))?;
+    let output = p
+        .clients
+        .s3
+        .delete_objects()
+        .bucket(name)
+        .delete(delete)
+        .send()
+        .await
+        .map_err(|error| spec.api(OPERATION, error))?;
     match output.errors().first() {
         None => Ok(()),
         Some(failed) => Err(spec.failed(
@@ -318,9 +335,17 @@ async fn delete_objects(
     }
 }
 
-/// Uploads a Lambda zip to the artifact store under `key`, unless an object is already there
-/// (keys are content-addressed, so an existing object has the same bytes). S3 verifies the
-/// upload against `sha256_base64`.
+/// Whether the artifact store holds an object under `key`.
+pub(super) async fn artifact_exists(p: &AwsProvider, spec: &Spec<'_>, key: &str) -> Result<bool, ProviderError> {
+    match p.clients.s3.head_object().bucket(&p.artifact_bucket).key(key).send().await {
+        Ok(_) => Ok(true),
+        Err(error) if is(&error, &["NotFound", "NoSuchKey"]) => Ok(false),
+        Err(error) => Err(spec.api("HeadObject", error)),
+    }
+}
+
+/// Uploads a Lambda zip to the artifact store under `key`; S3 verifies the upload against
+/// `sha256_base64`.
 pub(super) async fn put_artifact(
     p: &AwsProvider,
     spec: &Spec<'_>,
@@ -329,11 +354,6 @@ pub(super) async fn put_artifact(
     sha256_base64: &str,
 ) -> Result<(), ProviderError> {
     let bucket = &p.artifact_bucket;
-    match p.clients.s3.head_object().bucket(bucket).key(key).send().await {
-        Ok(_) => return Ok(()),
-        Err(error) if is(&error, &["NotFound", "NoSuchKey"]) => {}
-        Err(error) => return Err(spec.api("HeadObject", error)),
-    }
     p.clients
         .s3
         .put_object()
@@ -346,18 +366,4 @@ pub(super) async fn put_artifact(
         .await
         .map_err(|error| spec.api("PutObject", error))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_policy_denies_plain_http_on_the_bucket_and_its_objects() {
-        let policy = tls_only_policy("aws", "b");
-        let statement = &policy["Statement"][0];
-        assert_eq!(statement["Effect"], "Deny");
-        assert_eq!(statement["Resource"], json!(["arn:aws:s3:::b", "arn:aws:s3:::b/*"]));
-        assert_eq!(statement["Condition"]["Bool"]["aws:SecureTransport"], "false");
-    }
 }

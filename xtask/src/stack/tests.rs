@@ -151,7 +151,15 @@ fn an_arm64_function_without_an_arm64_build_is_an_error() {
 
 #[test]
 fn partition_follows_the_region() {
-    assert_eq!(partition("eu-west-1"), "aws");
-    assert_eq!(partition("cn-north-1"), "aws-cn");
-    assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+    assert_eq!(crate::aws::partition("eu-west-1"), "aws");
+    assert_eq!(crate::aws::partition("cn-north-1"), "aws-cn");
+    assert_eq!(crate::aws::partition("us-gov-west-1"), "aws-us-gov");
+}
+
+#[test]
+fn the_upload_bucket_allows_tls_only() {
+    let resources = stack_of(&dev());
+    let policy = &resource(&resources, "bucket.uploads").inputs["policy"];
+    assert_eq!(policy["Statement"][0]["Condition"], json!({"Bool": {"aws:SecureTransport": "false"}}));
+    assert_eq!(policy["Statement"][0]["Effect"], "Deny");
 }

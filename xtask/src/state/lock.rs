@@ -264,6 +264,7 @@ impl<S: StateStore> Lock<S> {
     }
 
     /// [`StoreError::LockLost`] once the lock is lost; call it before starting each step.
+    #[allow(clippy::result_large_err)] // StoreError::Locked holds a LockInfo inline (store.rs).
     pub fn check(&self) -> Result<(), StoreError> {
         match &*self.shared.lost.borrow() {
             None => Ok(()),
@@ -313,7 +314,7 @@ impl<S: StateStore> Lock<S> {
 
 impl<S: StateStore> Drop for Lock<S> {
     fn drop(&mut self) {
-        // Dropping the sender stops the renewer at its next wake-up.
+        // Dropping the sender stops the renewer at once, or after a renewal in flight.
         drop(self.stop.take());
     }
 }

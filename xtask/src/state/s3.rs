@@ -27,6 +27,7 @@
 //! every object request on such a bucket.
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, PublicAccessBlockConfiguration,
@@ -73,11 +74,25 @@ fn classify<E: ProvideErrorMetadata>(error: &SdkError<E>) -> Failure {
     }
 }
 
-/// The HTTP status and the full error chain, with S3's error code and message.
-fn describe<E: std::error::Error + 'static>(error: &SdkError<E>) -> String {
-    match error.raw_response() {
-        Some(response) => format!("HTTP {}: {}", response.status().as_u16(), DisplayErrorContext(error)),
-        None => DisplayErrorContext(error).to_string(),
+/// What S3 said: for an answer, its HTTP status, error code, message and request id; for a
+/// failure to get one (connection, timeout, credentials), the whole error chain.
+fn describe<E>(error: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match (error.raw_response(), error.as_service_error()) {
+        (Some(response), Some(service)) => {
+            let mut text = format!("HTTP {} {}", response.status().as_u16(), service.code().unwrap_or("(no error code)"));
+            if let Some(message) = service.message() {
+                text.push_str(": ");
+                text.push_str(message);
+            }
+            if let Some(id) = error.request_id() {
+                text.push_str(&format!(" (request id {id})"));
+            }
+            text
+        }
+        _ => DisplayErrorContext(error).to_string(),
     }
 }
 
@@ -317,31 +332,9 @@ fn bucket_error(bucket: &str, operation: &'static str, message: String) -> Store
     StoreError::Backend { location: format!("s3://{bucket}"), operation, message }
 }
 
-/// The AWS partition of a region, for ARNs.
-fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
-
 /// The state bucket's policy: deny every request not made over TLS.
 pub fn tls_only_policy(bucket: &str, region: &str) -> serde_json::Value {
-    let arn = format!("arn:{}:s3:::{bucket}", partition(region));
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [arn, format!("{arn}/*")],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}}
-        }]
-    })
+    crate::aws::tls_only_policy(crate::aws::partition(region), bucket)
 }
 
 /// Makes sure the state bucket exists. When it does, that costs one HeadBucket and changes

@@ -32,6 +32,7 @@ pub struct StateWriter<S: StateStore> {
     unconfirmed: Option<StateFile>,
 }
 
+#[allow(clippy::result_large_err)] // StoreError::Locked holds a LockInfo inline (store.rs).
 fn check_readable(location: &str, state: &StateFile) -> Result<(), StoreError> {
     if state.version > FORMAT_VERSION {
         return Err(StoreError::Corrupt {

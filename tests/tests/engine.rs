@@ -1,0 +1,1687 @@
+//! The deploy engine end to end: the `xtask` binary against a fresh moto server per test.
+//!
+//! Each test deploys the `local` environment from a synthetic build (moto never runs the
+//! code, so each zip holds a few bytes named `bootstrap`), then looks at what the emulator
+//! holds through the AWS SDK, at the state document in S3, and at the AWS calls xtask made
+//! (`XTASK_CALL_LOG`). Every test fails when the behaviour it is named after breaks; none is
+//! skipped.
+//!
+//! Run by hand with `cargo build -p xtask && cargo test -p e2e --test engine -- --nocapture`
+//! to see the measured call counts and wall times.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use e2e::Moto;
+use serde_json::Value;
+use xtask::arch::Arch;
+use xtask::calls::Counts;
+use xtask::engine::resource::{Kind, ResourceId};
+use xtask::manifest::{Artifact, Manifest, FORMAT_VERSION};
+use xtask::state::s3::S3Store;
+use xtask::state::store::LockInfo;
+use xtask::state::{Operation, Pending, StateFile, StateStore as _};
+
+const ENV: &str = "local";
+const REGION: &str = "us-east-1";
+/// moto's account.
+const ACCOUNT: &str = "123456789012";
+/// From environments/local.yaml.
+const STATE_BUCKET: &str = "image-analyzer-state-local";
+const STATE_PREFIX: &str = "image-analyzer";
+const PREFIX: &str = "image-analyzer-local-";
+const API_NAME: &str = "image-analyzer-local-api";
+const UPLOAD_BUCKET: &str = "image-analyzer-local-uploads-123456789012";
+const FUNCTIONS: [&str; 2] = ["upload-url", "analyze"];
+/// bucket, API, stage, and per function: role, log group, function, integration, route,
+/// permission.
+const STACK_SIZE: usize = 15;
+
+// ---------------------------------------------------------------------------------------
+// Synthetic builds
+
+/// A build written by [`synthetic_build`]: its manifest file and contents.
+struct Build {
+    manifest_path: PathBuf,
+    manifest: Manifest,
+}
+
+impl Build {
+    fn artifact(&self, function: &str) -> &Artifact {
+        &self.manifest.functions[function][&Arch::X86_64]
+    }
+}
+
+/// Writes `<dir>/<function>.zip` for both functions and `<dir>/manifest.json` describing them
+/// (absolute zip paths). `analyze_version` changes the analyze zip's bytes, hence its hash;
+/// the upload-url zip is always the same bytes at the same path.
+fn synthetic_build(dir: &Path, analyze_version: u32) -> Build {
+    let mut functions = BTreeMap::new();
+    for function in FUNCTIONS {
+        let version = if function == "analyze" {
+            analyze_version
+        } else {
+            0
+        };
+        let bootstrap = format!("#!synthetic {function} v{version}\n").into_bytes();
+        let zip =
+            xtask::artifact::zip_bootstrap(&bootstrap).expect("zipping a synthetic bootstrap");
+        let path = dir.join(format!("{function}.zip"));
+        std::fs::write(&path, &zip).unwrap();
+        let (sha256_hex, sha256_base64) = xtask::artifact::sha256(&zip);
+        let artifact = Artifact {
+            zip_path: path.to_str().expect("a UTF-8 temp path").to_owned(),
+            zipped_bytes: zip.len() as u64,
+            unzipped_bytes: bootstrap.len() as u64,
+            sha256_hex,
+            sha256_base64,
+        };
+        functions.insert(
+            function.to_owned(),
+            BTreeMap::from([(Arch::X86_64, artifact)]),
+        );
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        fingerprint: format!("synthetic-{analyze_version}"),
+        functions,
+    };
+    let manifest_path = dir.join("manifest.json");
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    Build {
+        manifest_path,
+        manifest,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running xtask
+
+/// One finished xtask run.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    /// The AWS calls it made, from `XTASK_CALL_LOG`.
+    calls: Counts,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    #[track_caller]
+    fn assert_success(&self, what: &str) -> &Self {
+        assert!(
+            self.status.success(),
+            "{what} failed with {}:\n--- stdout\n{}\n--- stderr\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn total_calls(&self) -> u64 {
+        xtask::calls::total(&self.calls)
+    }
+
+    fn count(&self, service: &str, operation: &str) -> u64 {
+        self.calls
+            .get(service)
+            .and_then(|ops| ops.get(operation))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every mutating call, as `Service:Operation` with its count.
+    fn mutations(&self) -> BTreeMap<String, u64> {
+        self.calls
+            .iter()
+            .flat_map(|(service, ops)| ops.iter().map(move |(op, n)| (service, op, *n)))
+            .filter(|(_, op, _)| is_mutating(op))
+            .map(|(service, op, n)| (format!("{service}:{op}"), n))
+            .collect()
+    }
+
+    /// Mutating calls outside S3 (whose writes are the state document, the lock and the
+    /// artifact store).
+    fn stack_mutations(&self) -> BTreeMap<String, u64> {
+        self.mutations()
+            .into_iter()
+            .filter(|(call, _)| !call.starts_with("S3:"))
+            .collect()
+    }
+}
+
+/// Whether an AWS operation changes anything. Everything else is a read (Get, Head, List,
+/// Describe).
+fn is_mutating(operation: &str) -> bool {
+    const WRITES: [&str; 16] = [
+        "Put", "Create", "Update", "Delete", "Tag", "Untag", "Add", "Remove", "Attach", "Detach",
+        "Copy", "Upload", "Complete", "Abort", "Publish", "Invoke",
+    ];
+    WRITES.iter().any(|prefix| operation.starts_with(prefix))
+}
+
+/// `xtask <args>` against `moto`, with a call log in a fresh temp file. The variables that
+/// would change what a test runs are cleared; `env` sets more.
+fn command(moto: &Moto, args: &[&str], env: &[(&str, &Path)]) -> (Command, tempfile::TempPath) {
+    let log = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let mut command = e2e::xtask(moto);
+    command
+        .args(args)
+        .env_remove(xtask::config::ENVIRONMENTS_DIR_ENV)
+        .env_remove("IMAGE_ANALYZER_ENV")
+        .env(xtask::calls::CALL_LOG_ENV, &log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    (command, log)
+}
+
+fn read_calls(log: &Path) -> Counts {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    if text.trim().is_empty() {
+        return Counts::new();
+    }
+    serde_json::from_str(&text).unwrap_or_else(|error| {
+        panic!(
+            "the call log {} is not JSON: {error}\n{text}",
+            log.display()
+        )
+    })
+}
+
+fn finish(child: Child, log: &Path, started: Instant) -> Run {
+    let output = child.wait_with_output().unwrap();
+    Run {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        calls: read_calls(log),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn xtask_env(moto: &Moto, args: &[&str], env: &[(&str, &Path)]) -> Run {
+    let (mut command, log) = command(moto, args, env);
+    let started = Instant::now();
+    let child = command.spawn().unwrap();
+    finish(child, &log, started)
+}
+
+fn xtask(moto: &Moto, args: &[&str]) -> Run {
+    xtask_env(moto, args, &[])
+}
+
+fn deploy_args(build: &Build) -> Vec<&str> {
+    vec![
+        "deploy",
+        "--env",
+        ENV,
+        "--yes",
+        "--no-build",
+        "--manifest",
+        build.manifest_path.to_str().unwrap(),
+    ]
+}
+
+fn deploy(moto: &Moto, build: &Build) -> Run {
+    xtask(moto, &deploy_args(build))
+}
+
+fn plan_json(moto: &Moto, build: &Build, env: &[(&str, &Path)]) -> Value {
+    let run = xtask_env(
+        moto,
+        &[
+            "plan",
+            "--env",
+            ENV,
+            "--json",
+            "--manifest",
+            build.manifest_path.to_str().unwrap(),
+        ],
+        env,
+    );
+    run.assert_success("plan --json");
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|error| panic!("plan --json printed no JSON ({error}):\n{}", run.stdout))
+}
+
+/// The steps of a JSON plan that change something.
+fn changing_steps(plan: &Value) -> Vec<&Value> {
+    plan["steps"]
+        .as_array()
+        .expect("a plan has steps")
+        .iter()
+        .filter(|step| step["action"] != "no_op")
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The emulator's view
+
+struct Aws {
+    s3: aws_sdk_s3::Client,
+    iam: aws_sdk_iam::Client,
+    lambda: aws_sdk_lambda::Client,
+    apigateway: aws_sdk_apigatewayv2::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    store: S3Store,
+}
+
+impl Aws {
+    async fn new(moto: &Moto) -> Self {
+        let config = moto.sdk_config().await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .build(),
+        );
+        Self {
+            store: S3Store::new(s3.clone(), STATE_BUCKET, STATE_PREFIX, ENV),
+            s3,
+            iam: aws_sdk_iam::Client::new(&config),
+            lambda: aws_sdk_lambda::Client::new(&config),
+            apigateway: aws_sdk_apigatewayv2::Client::new(&config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+        }
+    }
+
+    /// The state document, if the state bucket and document exist.
+    async fn state(&self) -> Option<StateFile> {
+        self.versioned_state()
+            .await
+            .map(|versioned| versioned.value)
+    }
+
+    async fn versioned_state(&self) -> Option<xtask::state::Versioned<StateFile>> {
+        if !self
+            .bucket_names()
+            .await
+            .iter()
+            .any(|name| name == STATE_BUCKET)
+        {
+            return None;
+        }
+        self.store
+            .load()
+            .await
+            .expect("the state document is readable")
+    }
+
+    async fn lock(&self) -> Option<LockInfo> {
+        self.store
+            .read_lock()
+            .await
+            .expect("the lock is readable")
+            .map(|versioned| versioned.value)
+    }
+
+    async fn bucket_names(&self) -> Vec<String> {
+        let buckets = self.s3.list_buckets().send().await.expect("ListBuckets");
+        buckets
+            .buckets()
+            .iter()
+            .filter_map(|bucket| bucket.name().map(str::to_owned))
+            .collect()
+    }
+
+    /// Everything the emulator holds that could belong to the stack (everything but the
+    /// state bucket: each test has its own emulator), each as `kind:id`.
+    async fn inventory(&self) -> Inventory {
+        let mut items = Vec::new();
+        let mut api_names = Vec::new();
+        for bucket in self.bucket_names().await {
+            if bucket != STATE_BUCKET {
+                items.push(format!("bucket:{bucket}"));
+            }
+        }
+        let roles = self.iam.list_roles().send().await.expect("ListRoles");
+        for role in roles.roles() {
+            items.push(format!("role:{}", role.role_name()));
+        }
+        let groups = self
+            .logs
+            .describe_log_groups()
+            .send()
+            .await
+            .expect("DescribeLogGroups");
+        for group in groups.log_groups() {
+            items.push(format!(
+                "log_group:{}",
+                group.log_group_name().unwrap_or_default()
+            ));
+        }
+        let functions = self
+            .lambda
+            .list_functions()
+            .send()
+            .await
+            .expect("ListFunctions");
+        for function in functions.functions() {
+            let name = function.function_name().unwrap_or_default();
+            items.push(format!("function:{name}"));
+            for statement in self.permission_statements(name).await {
+                items.push(format!(
+                    "permission:{name}/{}",
+                    statement["Sid"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        let apis = self.apigateway.get_apis().send().await.expect("GetApis");
+        for api in apis.items() {
+            let id = api.api_id().unwrap_or_default();
+            api_names.push(api.name().unwrap_or_default().to_owned());
+            items.push(format!("http_api:{id}"));
+            let integrations = self
+                .apigateway
+                .get_integrations()
+                .api_id(id)
+                .send()
+                .await
+                .expect("GetIntegrations");
+            for integration in integrations.items() {
+                items.push(format!(
+                    "integration:{}",
+                    integration.integration_id().unwrap_or_default()
+                ));
+            }
+            let routes = self
+                .apigateway
+                .get_routes()
+                .api_id(id)
+                .send()
+                .await
+                .expect("GetRoutes");
+            for route in routes.items() {
+                items.push(format!("route:{}", route.route_id().unwrap_or_default()));
+            }
+            let stages = self
+                .apigateway
+                .get_stages()
+                .api_id(id)
+                .send()
+                .await
+                .expect("GetStages");
+            for stage in stages.items() {
+                items.push(format!(
+                    "stage:{id}/{}",
+                    stage.stage_name().unwrap_or_default()
+                ));
+            }
+        }
+        Inventory { items, api_names }
+    }
+
+    /// The statements of a function's resource policy (none without a policy).
+    async fn permission_statements(&self, function: &str) -> Vec<Value> {
+        match self
+            .lambda
+            .get_policy()
+            .function_name(function)
+            .send()
+            .await
+        {
+            Ok(policy) => {
+                let document: Value = serde_json::from_str(policy.policy().unwrap_or("{}"))
+                    .expect("the function policy is JSON");
+                match &document["Statement"] {
+                    Value::Array(statements) => statements.clone(),
+                    single @ Value::Object(_) => vec![single.clone()],
+                    _ => Vec::new(),
+                }
+            }
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Vec::new()
+            }
+            Err(error) => panic!(
+                "GetPolicy {function}: {}",
+                aws_sdk_lambda::error::DisplayErrorContext(&error)
+            ),
+        }
+    }
+}
+
+/// What the emulator holds, as `kind:id` strings (see [`Aws::inventory`]).
+#[derive(Debug)]
+struct Inventory {
+    items: Vec<String>,
+    api_names: Vec<String>,
+}
+
+impl Inventory {
+    fn set(&self) -> BTreeSet<String> {
+        self.items.iter().cloned().collect()
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<&String> {
+        self.items
+            .iter()
+            .filter(|item| item.starts_with(&format!("{kind}:")))
+            .collect()
+    }
+}
+
+/// The resources a state document records, as `kind:id` strings in the form of
+/// [`Aws::inventory`].
+fn recorded(state: &StateFile) -> BTreeSet<String> {
+    state
+        .resources
+        .values()
+        .map(|resource| {
+            let kind = serde_json::to_value(resource.kind).unwrap();
+            let kind = kind.as_str().unwrap();
+            match resource.kind {
+                Kind::Stage => format!(
+                    "{kind}:{}/{}",
+                    resource.inputs["api_id"].as_str().unwrap(),
+                    resource.physical_id
+                ),
+                Kind::Permission => {
+                    format!(
+                        "{kind}:{}/{}",
+                        resource.inputs["function_name"].as_str().unwrap(),
+                        resource.physical_id
+                    )
+                }
+                _ => format!("{kind}:{}", resource.physical_id),
+            }
+        })
+        .collect()
+}
+
+/// The emulator holds exactly what state records, once each, and state records the whole
+/// stack with nothing pending.
+async fn assert_converged(aws: &Aws) {
+    let state = aws.state().await.expect("a state document");
+    assert!(
+        state.pending.is_empty(),
+        "nothing is left pending: {:?}",
+        state.pending
+    );
+    assert_eq!(
+        state.resources.len(),
+        STACK_SIZE,
+        "state records the whole stack: {:?}",
+        state.resources.keys()
+    );
+    let inventory = aws.inventory().await;
+    let (in_cloud, in_state) = (inventory.set(), recorded(&state));
+    let orphans: Vec<&String> = in_cloud.difference(&in_state).collect();
+    let missing: Vec<&String> = in_state.difference(&in_cloud).collect();
+    assert!(
+        orphans.is_empty(),
+        "resources of the stack that state does not record (orphans): {orphans:?}"
+    );
+    assert!(
+        missing.is_empty(),
+        "resources state records that do not exist: {missing:?}"
+    );
+    assert_eq!(
+        inventory.items.len(),
+        in_cloud.len(),
+        "no resource is listed twice: {:?}",
+        inventory.items
+    );
+    assert_eq!(
+        inventory.api_names,
+        [API_NAME],
+        "exactly one API, named {API_NAME}"
+    );
+    for (kind, expected) in [
+        ("bucket", 1),
+        ("role", 2),
+        ("log_group", 2),
+        ("function", 2),
+        ("http_api", 1),
+        ("integration", 2),
+        ("route", 2),
+        ("stage", 1),
+        ("permission", 2),
+    ] {
+        assert_eq!(
+            inventory.of_kind(kind).len(),
+            expected,
+            "{expected} {kind} in the emulator: {:?}",
+            inventory.items
+        );
+    }
+}
+
+/// Nothing of the stack exists in the emulator.
+async fn assert_no_stack(aws: &Aws) {
+    let inventory = aws.inventory().await;
+    assert!(
+        inventory.items.is_empty(),
+        "nothing of the stack exists: {:?}",
+        inventory.items
+    );
+}
+
+fn moto() -> Moto {
+    Moto::start().expect("the emulator starts")
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// An IAM policy document, which IAM returns URL-encoded (moto may not).
+fn policy_document(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| {
+        let decoded = percent_decode(text);
+        serde_json::from_str(&decoded)
+            .unwrap_or_else(|error| panic!("not a policy document ({error}): {decoded}"))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).expect("a percent escape"));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A statement's `Action` or `Resource`, as a list.
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().expect("a string").to_owned())
+            .collect(),
+        other => panic!("expected a string or a list of strings, got {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Deploy from empty
+
+#[tokio::test]
+async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_privilege() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    let aws = Aws::new(&moto).await;
+
+    let run = deploy(&moto, &build);
+    run.assert_success("deploy from empty");
+    println!(
+        "from-empty deploy: {:.2?}, {} AWS calls ({} mutating outside S3): {}",
+        run.elapsed,
+        run.total_calls(),
+        run.stack_mutations().values().sum::<u64>(),
+        serde_json::to_string(&run.calls).unwrap()
+    );
+    assert!(
+        run.stdout.contains("15 added"),
+        "the summary counts 15 creates:\n{}",
+        run.stdout
+    );
+    assert_converged(&aws).await;
+    assert!(aws.lock().await.is_none(), "the lock is released");
+    let state = aws.state().await.unwrap();
+    assert_eq!(state.account_id.as_deref(), Some(ACCOUNT));
+
+    // The upload bucket: private, encrypted, expiring uploads/, CORS for browser uploads.
+    let block = aws
+        .s3
+        .get_public_access_block()
+        .bucket(UPLOAD_BUCKET)
+        .send()
+        .await
+        .expect("GetPublicAccessBlock");
+    let block = block
+        .public_access_block_configuration()
+        .expect("a public access block");
+    assert_eq!(
+        [
+            block.block_public_acls(),
+            block.ignore_public_acls(),
+            block.block_public_policy(),
+            block.restrict_public_buckets()
+        ],
+        [Some(true); 4],
+        "all four public access blocks: {block:?}"
+    );
+    let encryption = aws
+        .s3
+        .get_bucket_encryption()
+        .bucket(UPLOAD_BUCKET)
+        .send()
+        .await
+        .expect("GetBucketEncryption");
+    let rules = encryption
+        .server_side_encryption_configuration()
+        .expect("an encryption configuration")
+        .rules();
+    assert!(
+        rules.iter().any(
+            |rule| rule
+                .apply_server_side_encryption_by_default()
+                .is_some_and(|default| {
+                    default.sse_algorithm() == &aws_sdk_s3::types::ServerSideEncryption::Aes256
+                })
+        ),
+        "default encryption SSE-S3: {rules:?}"
+    );
+    let lifecycle = aws
+        .s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(UPLOAD_BUCKET)
+        .send()
+        .await
+        .expect("GetBucketLifecycleConfiguration");
+    let expiring: Vec<_> = lifecycle
+        .rules()
+        .iter()
+        .filter(|rule| {
+            rule.expiration()
+                .and_then(|expiration| expiration.days())
+                .is_some()
+        })
+        .collect();
+    assert_eq!(
+        expiring.len(),
+        1,
+        "one expiring rule: {:?}",
+        lifecycle.rules()
+    );
+    let rule = expiring[0];
+    assert_eq!(rule.status(), &aws_sdk_s3::types::ExpirationStatus::Enabled);
+    assert_eq!(
+        rule.expiration().unwrap().days(),
+        Some(1),
+        "uploads_expire_after_days of local.yaml"
+    );
+    let prefix = rule.filter().and_then(|filter| filter.prefix());
+    assert_eq!(
+        prefix,
+        Some("uploads/"),
+        "the expiry applies to uploads/ only: {rule:?}"
+    );
+    let cors = aws
+        .s3
+        .get_bucket_cors()
+        .bucket(UPLOAD_BUCKET)
+        .send()
+        .await
+        .expect("GetBucketCors");
+    assert_eq!(cors.cors_rules().len(), 1, "{cors:?}");
+    let cors_rule = &cors.cors_rules()[0];
+    assert_eq!(
+        cors_rule.allowed_origins(),
+        ["*"],
+        "cors_allowed_origins of local.yaml"
+    );
+    assert!(
+        cors_rule
+            .allowed_methods()
+            .iter()
+            .any(|method| method == "PUT"),
+        "browsers may PUT: {cors_rule:?}"
+    );
+
+    // The roles: Lambda may assume them; each grants exactly its function's needs.
+    let bucket_objects = format!("arn:aws:s3:::{UPLOAD_BUCKET}/uploads/*");
+    for (function, expected) in [
+        (
+            "upload-url",
+            vec![("s3:PutObject".to_owned(), bucket_objects.clone())],
+        ),
+        (
+            "analyze",
+            vec![
+                ("rekognition:DetectFaces".to_owned(), "*".to_owned()),
+                ("s3:GetObject".to_owned(), bucket_objects.clone()),
+            ],
+        ),
+    ] {
+        let role_name = format!("{PREFIX}{function}");
+        let role = aws
+            .iam
+            .get_role()
+            .role_name(&role_name)
+            .send()
+            .await
+            .expect("GetRole");
+        let role = role.role().expect("a role");
+        let trust = policy_document(role.assume_role_policy_document().expect("a trust policy"));
+        assert_eq!(
+            trust["Statement"][0]["Principal"]["Service"], "lambda.amazonaws.com",
+            "{trust}"
+        );
+        assert_eq!(trust["Statement"][0]["Action"], "sts:AssumeRole", "{trust}");
+        assert!(aws
+            .iam
+            .list_attached_role_policies()
+            .role_name(&role_name)
+            .send()
+            .await
+            .unwrap()
+            .attached_policies()
+            .is_empty());
+        let names = aws
+            .iam
+            .list_role_policies()
+            .role_name(&role_name)
+            .send()
+            .await
+            .expect("ListRolePolicies");
+        assert_eq!(
+            names.policy_names().len(),
+            1,
+            "one inline policy on {role_name}: {:?}",
+            names.policy_names()
+        );
+        let inline = aws
+            .iam
+            .get_role_policy()
+            .role_name(&role_name)
+            .policy_name(&names.policy_names()[0])
+            .send()
+            .await
+            .expect("GetRolePolicy");
+        let document = policy_document(inline.policy_document());
+        let own_log_group =
+            format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{role_name}:*");
+        let mut granted = Vec::new();
+        for statement in document["Statement"].as_array().expect("statements") {
+            assert_eq!(statement["Effect"], "Allow", "{statement}");
+            assert!(
+                statement.get("NotAction").is_none() && statement.get("NotResource").is_none(),
+                "{statement}"
+            );
+            let resources = strings(&statement["Resource"]);
+            for action in strings(&statement["Action"]) {
+                if action.starts_with("logs:") {
+                    assert!(
+                        !action.contains('*'),
+                        "no logs wildcard action: {statement}"
+                    );
+                    assert_eq!(
+                        resources,
+                        std::slice::from_ref(&own_log_group),
+                        "{function} writes only its own log group: {statement}"
+                    );
+                } else {
+                    for resource in &resources {
+                        granted.push((action.clone(), resource.clone()));
+                    }
+                }
+            }
+        }
+        granted.sort();
+        assert_eq!(
+            granted, expected,
+            "{function}'s policy grants exactly this: {document}"
+        );
+    }
+
+    // The log groups: retention as configured.
+    let groups = aws.logs.describe_log_groups().send().await.unwrap();
+    for group in groups.log_groups() {
+        assert_eq!(
+            group.retention_in_days(),
+            Some(1),
+            "log_retention_days of local.yaml: {group:?}"
+        );
+    }
+
+    // The functions: the build's code, their own role, sized as configured.
+    let api_id = state.resources[&ResourceId::from("api")]
+        .physical_id
+        .clone();
+    for (function, memory, timeout) in [("upload-url", 128, 5), ("analyze", 256, 10)] {
+        let name = format!("{PREFIX}{function}");
+        let config = aws
+            .lambda
+            .get_function_configuration()
+            .function_name(&name)
+            .send()
+            .await
+            .expect("GetFunctionConfiguration");
+        assert_eq!(config.memory_size(), Some(memory), "{function} memory");
+        assert_eq!(config.timeout(), Some(timeout), "{function} timeout");
+        assert_eq!(
+            config.role(),
+            Some(format!("arn:aws:iam::{ACCOUNT}:role/{name}").as_str()),
+            "{function} has its own role"
+        );
+        assert_eq!(config.handler(), Some("bootstrap"));
+        assert_eq!(
+            config.runtime().map(|runtime| runtime.as_str()),
+            Some("provided.al2023")
+        );
+        assert_eq!(
+            config.code_sha256(),
+            Some(build.artifact(function).sha256_base64.as_str()),
+            "{function} runs the build"
+        );
+        let variables = config
+            .environment()
+            .and_then(|environment| environment.variables())
+            .expect("environment variables");
+        assert_eq!(
+            variables.get("UPLOAD_BUCKET").map(String::as_str),
+            Some(UPLOAD_BUCKET)
+        );
+
+        // Its invoke permission names this API and its route.
+        let statements = aws.permission_statements(&name).await;
+        assert_eq!(statements.len(), 1, "{statements:?}");
+        let statement = &statements[0];
+        let route = if function == "analyze" {
+            "POST/analyze"
+        } else {
+            "GET/upload-url"
+        };
+        assert_eq!(
+            statement["Principal"]["Service"], "apigateway.amazonaws.com",
+            "{statement}"
+        );
+        assert_eq!(statement["Action"], "lambda:InvokeFunction", "{statement}");
+        assert_eq!(
+            statement["Condition"]["ArnLike"]["AWS:SourceArn"],
+            format!("arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/*/{route}"),
+            "the source ARN names the API and the route: {statement}"
+        );
+    }
+
+    // The API: Lambda proxy integrations with payload 2.0, the two routes, $default auto-deploying.
+    let integrations = aws
+        .apigateway
+        .get_integrations()
+        .api_id(&api_id)
+        .send()
+        .await
+        .unwrap();
+    let mut integration_of = BTreeMap::new();
+    for integration in integrations.items() {
+        assert_eq!(
+            integration.integration_type(),
+            Some(&aws_sdk_apigatewayv2::types::IntegrationType::AwsProxy)
+        );
+        assert_eq!(integration.payload_format_version(), Some("2.0"));
+        let uri = integration.integration_uri().expect("an integration URI");
+        let function = FUNCTIONS
+            .into_iter()
+            .find(|f| uri.ends_with(&format!(":function:{PREFIX}{f}")))
+            .expect("a function's ARN");
+        integration_of.insert(function, integration.integration_id().unwrap().to_owned());
+    }
+    assert_eq!(integration_of.len(), 2, "one integration per function");
+    let routes = aws
+        .apigateway
+        .get_routes()
+        .api_id(&api_id)
+        .send()
+        .await
+        .unwrap();
+    let routes: BTreeMap<String, Option<String>> = routes
+        .items()
+        .iter()
+        .map(|route| {
+            (
+                route.route_key().unwrap().to_owned(),
+                route.target().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        BTreeMap::from([
+            (
+                "GET /upload-url".to_owned(),
+                Some(format!("integrations/{}", integration_of["upload-url"]))
+            ),
+            (
+                "POST /analyze".to_owned(),
+                Some(format!("integrations/{}", integration_of["analyze"]))
+            ),
+        ]),
+        "each route targets its function's integration"
+    );
+    let stages = aws
+        .apigateway
+        .get_stages()
+        .api_id(&api_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stages.items().len(), 1);
+    assert_eq!(stages.items()[0].stage_name(), Some("$default"));
+    assert_eq!(
+        stages.items()[0].auto_deploy(),
+        Some(true),
+        "the stage deploys itself"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. No-op deploy
+
+#[tokio::test]
+async fn a_second_deploy_plans_no_changes_and_makes_no_mutating_call() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    deploy(&moto, &build).assert_success("first deploy");
+    let aws = Aws::new(&moto).await;
+    let serial = aws.state().await.unwrap().serial;
+
+    let again = deploy(&moto, &build);
+    again.assert_success("second deploy");
+    println!(
+        "no-op deploy: {:.2?}, {} AWS calls: {}",
+        again.elapsed,
+        again.total_calls(),
+        serde_json::to_string(&again.calls).unwrap()
+    );
+    assert!(again.stdout.contains("No changes"), "{}", again.stdout);
+    assert_eq!(
+        again.mutations(),
+        BTreeMap::new(),
+        "a no-op deploy changes nothing, not even state or the lock"
+    );
+    assert!(
+        again.total_calls() <= 2,
+        "a no-op deploy reads state and stops: {:?}",
+        again.calls
+    );
+    assert_eq!(
+        again.count("S3", "GetObject"),
+        1,
+        "it reads the state document: {:?}",
+        again.calls
+    );
+    assert_eq!(
+        aws.state().await.unwrap().serial,
+        serial,
+        "state was not rewritten"
+    );
+
+    let plan = xtask(
+        &moto,
+        &[
+            "plan",
+            "--env",
+            ENV,
+            "--detailed-exitcode",
+            "--manifest",
+            build.manifest_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        plan.code(),
+        Some(0),
+        "plan --detailed-exitcode says no changes:\n{}\n{}",
+        plan.stdout,
+        plan.stderr
+    );
+    assert_eq!(plan.mutations(), BTreeMap::new(), "plan changes nothing");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. A configuration change
+
+#[tokio::test]
+async fn a_memory_change_is_exactly_one_configuration_update() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    deploy(&moto, &build).assert_success("first deploy");
+    let aws = Aws::new(&moto).await;
+
+    // The local environment with 512 MB for analyze (256 by default).
+    let environments = temp_dir();
+    let local =
+        std::fs::read_to_string(e2e::workspace_root().join("environments/local.yaml")).unwrap();
+    assert!(
+        !local.contains("\nfunctions:"),
+        "local.yaml sets no function settings; this test adds them"
+    );
+    std::fs::write(
+        environments.path().join("local.yaml"),
+        format!("{local}\nfunctions:\n  analyze:\n    memory_mb: 512\n"),
+    )
+    .unwrap();
+    let env = [(xtask::config::ENVIRONMENTS_DIR_ENV, environments.path())];
+
+    let plan = plan_json(&moto, &build, &env);
+    let steps = changing_steps(&plan);
+    assert_eq!(
+        steps.len(),
+        1,
+        "exactly one step changes something: {steps:#?}"
+    );
+    let step = steps[0];
+    assert_eq!(step["id"], "function.analyze");
+    assert_eq!(step["action"], "update");
+    let changes = step["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "only memory_mb changes: {changes:#?}");
+    assert_eq!(changes[0]["property"], "memory_mb");
+    assert_eq!(changes[0]["old"], 256);
+    assert_eq!(changes[0]["new"]["value"], 512);
+    assert_eq!(changes[0]["forces_replacement"], false);
+
+    let run = xtask_env(&moto, &deploy_args(&build), &env);
+    run.assert_success("deploy with 512 MB");
+    assert!(
+        run.stdout
+            .contains("0 added, 1 changed, 0 replaced, 0 destroyed"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.stack_mutations(),
+        BTreeMap::from([("Lambda:UpdateFunctionConfiguration".to_owned(), 1)]),
+        "one UpdateFunctionConfiguration and no other change to the stack: {:?}",
+        run.calls
+    );
+    let s3_writes: BTreeSet<String> = run
+        .mutations()
+        .into_keys()
+        .filter(|call| call.starts_with("S3:"))
+        .collect();
+    assert!(
+        s3_writes.is_subset(&BTreeSet::from([
+            "S3:PutObject".to_owned(),
+            "S3:DeleteObject".to_owned()
+        ])),
+        "S3 is written only for state and lock: {s3_writes:?}"
+    );
+    let config = aws
+        .lambda
+        .get_function_configuration()
+        .function_name(format!("{PREFIX}analyze"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.memory_size(), Some(512));
+    assert_eq!(config.timeout(), Some(10), "the timeout is untouched");
+    let state = aws.state().await.unwrap();
+    assert_eq!(
+        state.resources[&ResourceId::from("function.analyze")].inputs["memory_mb"],
+        512,
+        "state records the new size"
+    );
+
+    let again = xtask_env(
+        &moto,
+        &[
+            "plan",
+            "--env",
+            ENV,
+            "--detailed-exitcode",
+            "--manifest",
+            build.manifest_path.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(again.code(), Some(0), "converged:\n{}", again.stdout);
+    assert_converged(&aws).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A code change
+
+#[tokio::test]
+async fn a_code_change_updates_only_that_functions_code() {
+    let moto = moto();
+    let dir = temp_dir();
+    let first = synthetic_build(dir.path(), 1);
+    deploy(&moto, &first).assert_success("first deploy");
+    let aws = Aws::new(&moto).await;
+
+    // The same directory: upload-url's zip is rewritten with the same bytes at the same path.
+    let second = synthetic_build(dir.path(), 2);
+    assert_ne!(
+        first.artifact("analyze").sha256_base64,
+        second.artifact("analyze").sha256_base64
+    );
+    assert_eq!(first.artifact("upload-url"), second.artifact("upload-url"));
+
+    let plan = plan_json(&moto, &second, &[]);
+    let steps = changing_steps(&plan);
+    assert_eq!(
+        steps.len(),
+        1,
+        "exactly one step changes something: {steps:#?}"
+    );
+    assert_eq!(steps[0]["id"], "function.analyze");
+    assert_eq!(steps[0]["action"], "update");
+    let properties: Vec<&str> = steps[0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["property"].as_str().unwrap())
+        .collect();
+    assert_eq!(properties, ["code_sha256"], "only the code changes");
+
+    let run = deploy(&moto, &second);
+    run.assert_success("deploy of new analyze code");
+    assert_eq!(
+        run.stack_mutations(),
+        BTreeMap::from([("Lambda:UpdateFunctionCode".to_owned(), 1)]),
+        "one UpdateFunctionCode and no other change to the stack: {:?}",
+        run.calls
+    );
+    let code = |function: &str| {
+        let lambda = aws.lambda.clone();
+        let name = format!("{PREFIX}{function}");
+        async move {
+            lambda
+                .get_function_configuration()
+                .function_name(name)
+                .send()
+                .await
+                .unwrap()
+                .code_sha256()
+                .map(str::to_owned)
+        }
+    };
+    assert_eq!(
+        code("analyze").await.as_deref(),
+        Some(second.artifact("analyze").sha256_base64.as_str()),
+        "analyze runs the new build"
+    );
+    assert_eq!(
+        code("upload-url").await.as_deref(),
+        Some(first.artifact("upload-url").sha256_base64.as_str()),
+        "upload-url is untouched"
+    );
+    let state = aws.state().await.unwrap();
+    assert_eq!(
+        state.resources[&ResourceId::from("function.analyze")].outputs["code_sha256"],
+        second.artifact("analyze").sha256_base64.as_str(),
+        "state records the deployed hash"
+    );
+    let again = deploy(&moto, &second);
+    again.assert_success("redeploy");
+    assert_eq!(
+        again.mutations(),
+        BTreeMap::new(),
+        "converged: {}",
+        again.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Concurrent deploys
+
+#[tokio::test]
+async fn of_two_concurrent_deploys_exactly_one_wins_and_the_other_names_the_lock_holder() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    // One operation at a time: the winner holds the lock for seconds, far longer than the
+    // loser needs to reach it.
+    let mut args = deploy_args(&build);
+    args.extend(["--parallelism", "1"]);
+    let (mut a, log_a) = command(&moto, &args, &[]);
+    let (mut b, log_b) = command(&moto, &args, &[]);
+    let started = Instant::now();
+    let (a, b) = (a.spawn().unwrap(), b.spawn().unwrap());
+    let pids = [a.id(), b.id()];
+    let runs: Vec<Run> = std::thread::scope(|scope| {
+        let waiting: Vec<_> = [(a, &log_a), (b, &log_b)]
+            .into_iter()
+            .map(|(child, log)| scope.spawn(move || finish(child, log, started)))
+            .collect();
+        waiting
+            .into_iter()
+            .map(|thread| thread.join().unwrap())
+            .collect()
+    });
+
+    let winners: Vec<usize> = (0..2).filter(|&i| runs[i].status.success()).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one deploy succeeds:\n--- A {}\n{}\n{}\n--- B {}\n{}\n{}",
+        runs[0].status,
+        runs[0].stdout,
+        runs[0].stderr,
+        runs[1].status,
+        runs[1].stdout,
+        runs[1].stderr
+    );
+    let (winner, loser) = (winners[0], 1 - winners[0]);
+    let message = &runs[loser].stderr;
+    println!(
+        "concurrent deploys: the winner took {:.2?}; the loser stopped after {:.2?} with: {}",
+        runs[winner].elapsed,
+        runs[loser].elapsed,
+        message
+            .lines()
+            .find(|line| line.contains("locked by"))
+            .unwrap_or(message)
+    );
+    assert!(
+        message.contains("locked by"),
+        "the loser says the state is locked:\n{message}"
+    );
+    assert!(
+        message.contains(&format!("(pid {})", pids[winner])),
+        "the loser names the winner's pid {}:\n{message}",
+        pids[winner]
+    );
+    assert!(
+        message.contains(&xtask::state::lock::hostname()),
+        "the loser names the winner's host:\n{message}"
+    );
+    assert!(
+        message.contains("deploy"),
+        "the loser names the winner's operation:\n{message}"
+    );
+    assert_eq!(
+        runs[loser].stack_mutations(),
+        BTreeMap::new(),
+        "the loser changed nothing of the stack"
+    );
+
+    let aws = Aws::new(&moto).await;
+    assert_converged(&aws).await;
+    assert!(aws.lock().await.is_none(), "the winner released the lock");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. kill -9 midway
+
+/// Waits until a state document records at least `resources` resources and an operation
+/// in flight (or `resources + 3` resources without catching one), then kills the deploy
+/// with SIGKILL. Returns whether an operation was pending when it was caught.
+async fn kill_midway(aws: &Aws, child: &mut Child, resources: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the deploy finished ({status}) before it could be killed midway");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deploy recorded no progress in 30 s"
+        );
+        let state = match aws.store.load().await {
+            Ok(state) => state.map(|versioned| versioned.value),
+            Err(_) => None, // the state bucket may not exist yet
+        };
+        if let Some(state) = state {
+            let done = state.resources.len();
+            if (done >= resources && !state.pending.is_empty()) || done >= resources + 3 {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                return !state.pending.is_empty();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_without_orphans_or_duplicates(
+) {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    let aws = Aws::new(&moto).await;
+    let mut args = deploy_args(&build);
+    args.extend(["--parallelism", "1"]);
+    let (mut command, _log) = command(&moto, &args, &[]);
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed_pid = child.id();
+    let caught_pending = kill_midway(&aws, &mut child, 4).await;
+
+    let state = aws.state().await.expect("the killed run wrote state");
+    println!(
+        "killed deploy: {} resources recorded, pending when caught: {caught_pending}, pending after the kill: {:?}",
+        state.resources.len(),
+        state.pending.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        state.resources.len() < STACK_SIZE,
+        "the deploy was killed midway"
+    );
+
+    // kill -9 cannot release the lock: the next deploy refuses, naming the dead holder.
+    let lock = aws.lock().await.expect("the killed run's lock remains");
+    assert_eq!(lock.pid, killed_pid);
+    let blocked = deploy(&moto, &build);
+    assert!(
+        !blocked.status.success(),
+        "a deploy over a live lock fails:\n{}",
+        blocked.stdout
+    );
+    assert!(blocked.stderr.contains("locked by"), "{}", blocked.stderr);
+    assert!(
+        blocked.stderr.contains(&format!("(pid {killed_pid})")),
+        "it names the holder's pid:\n{}",
+        blocked.stderr
+    );
+    assert!(
+        blocked.stderr.contains(&lock.id),
+        "it names the lock id to force-unlock:\n{}",
+        blocked.stderr
+    );
+    assert_eq!(
+        blocked.stack_mutations(),
+        BTreeMap::new(),
+        "the refused deploy changed nothing"
+    );
+
+    // Unlocking another id removes nothing; the holder's id removes the lock.
+    let wrong = xtask(
+        &moto,
+        &["unlock", "--env", ENV, "--force", "not-the-lock-id"],
+    );
+    assert!(
+        !wrong.status.success(),
+        "unlocking another id fails:\n{}",
+        wrong.stdout
+    );
+    assert!(aws.lock().await.is_some(), "and leaves the lock");
+    xtask(&moto, &["unlock", "--env", ENV, "--force", &lock.id]).assert_success("unlock --force");
+    assert!(aws.lock().await.is_none(), "unlock removed the lock");
+
+    let resumed = deploy(&moto, &build);
+    resumed.assert_success("deploy after the kill");
+    if !state.pending.is_empty() {
+        assert!(
+            resumed.stdout.contains("Recovered"),
+            "the pending operation is resolved first:\n{}",
+            resumed.stdout
+        );
+    }
+    for line in resumed
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("Recovered"))
+    {
+        println!("resumed deploy: {line}");
+    }
+    // One Create* (AddPermission for a permission) per resource created: the recorded ones
+    // are not created again, nor the pending ones that had been created before the kill.
+    let creates: u64 = resumed
+        .mutations()
+        .into_iter()
+        .filter(|(call, _)| call.contains(":Create") || call.contains(":AddPermission"))
+        .map(|(_, count)| count)
+        .sum();
+    let missing = (STACK_SIZE - state.resources.len()) as u64;
+    assert!(
+        (missing - state.pending.len() as u64..=missing).contains(&creates),
+        "only the missing resources are created ({missing} missing, {} pending): {:?}",
+        state.pending.len(),
+        resumed.calls
+    );
+    assert_converged(&aws).await;
+    assert_eq!(
+        xtask(
+            &moto,
+            &[
+                "plan",
+                "--env",
+                ENV,
+                "--detailed-exitcode",
+                "--manifest",
+                build.manifest_path.to_str().unwrap()
+            ]
+        )
+        .code(),
+        Some(0),
+        "nothing left to do"
+    );
+}
+
+#[tokio::test]
+async fn creates_interrupted_before_they_were_recorded_are_adopted_not_duplicated() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    deploy(&moto, &build).assert_success("first deploy");
+    let aws = Aws::new(&moto).await;
+
+    // What a crash right after the cloud calls leaves: the resources exist, and state journals
+    // their creates as pending instead of recording them. The API is the dangerous one: API
+    // names are not unique, so creating it again would make a twin. Every kind but the stage
+    // is covered (updating a stage is UpdateStage, which moto does not implement).
+    let versioned = aws.versioned_state().await.unwrap();
+    let mut state = versioned.value;
+    let mut originals = BTreeMap::new();
+    let interrupted = [
+        "api",
+        "bucket.uploads",
+        "role.upload-url",
+        "logs.analyze",
+        "function.analyze",
+        "integration.analyze",
+        "route.analyze",
+        "permission.analyze",
+    ];
+    for id in interrupted {
+        let id = ResourceId::from(id);
+        let resource = state.resources.remove(&id).unwrap();
+        originals.insert(id.clone(), resource.physical_id.clone());
+        let pending = Pending {
+            operation: Operation::Create,
+            kind: resource.kind,
+            name: resource.name.clone(),
+            inputs: resource.inputs.clone(),
+            depends_on: resource.depends_on.clone(),
+            started_at: xtask::state::lock::now_rfc3339(),
+        };
+        state.pending.insert(id, pending);
+    }
+    state.serial += 1;
+    aws.store.save(&state, Some(&versioned.etag)).await.unwrap();
+
+    let plan = xtask(
+        &moto,
+        &[
+            "plan",
+            "--env",
+            ENV,
+            "--detailed-exitcode",
+            "--manifest",
+            build.manifest_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        plan.code(),
+        Some(2),
+        "plan reports the pending operations as changes:\n{}",
+        plan.stdout
+    );
+
+    let run = deploy(&moto, &build);
+    run.assert_success("deploy with pending creates");
+    for (id, physical_id) in &originals {
+        assert!(
+            run.stdout.contains(&format!(
+                "Recovered {id}: an interrupted run created {physical_id}; adopted it."
+            )),
+            "{id} is adopted:\n{}",
+            run.stdout
+        );
+    }
+    let creates: BTreeMap<String, u64> = run
+        .mutations()
+        .into_iter()
+        .filter(|(call, _)| call.contains(":Create") || call.contains(":AddPermission"))
+        .collect();
+    assert_eq!(
+        creates,
+        BTreeMap::new(),
+        "nothing is created again: {:?}",
+        run.calls
+    );
+    let after = aws.state().await.unwrap();
+    for (id, physical_id) in &originals {
+        assert_eq!(
+            &after.resources[id].physical_id, physical_id,
+            "{id} is the original"
+        );
+    }
+    assert_converged(&aws).await;
+    let again = deploy(&moto, &build);
+    assert_eq!(
+        again.mutations(),
+        BTreeMap::new(),
+        "converged:\n{}",
+        again.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Destroy
+
+#[tokio::test]
+async fn destroy_leaves_nothing_of_the_stack_but_the_state_bucket() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    deploy(&moto, &build).assert_success("deploy");
+    let aws = Aws::new(&moto).await;
+    // An upload: the bucket must be emptied before it can go. (moto enforces a TLS-only bucket
+    // policy on PutObject, and the emulator speaks plain HTTP: drop any such policy first.)
+    let _ = aws
+        .s3
+        .delete_bucket_policy()
+        .bucket(UPLOAD_BUCKET)
+        .send()
+        .await;
+    aws.s3
+        .put_object()
+        .bucket(UPLOAD_BUCKET)
+        .key("uploads/00000000-0000-4000-8000-000000000000.jpg")
+        .content_type("image/jpeg")
+        .body(ByteStream::from_static(b"not really a JPEG"))
+        .send()
+        .await
+        .expect("an upload");
+
+    let run = xtask(&moto, &["destroy", "--env", ENV, "--yes"]);
+    run.assert_success("destroy");
+    assert!(run.stdout.contains("15 destroyed"), "{}", run.stdout);
+    assert_no_stack(&aws).await;
+    assert_eq!(
+        aws.bucket_names().await,
+        [STATE_BUCKET],
+        "only the state bucket remains"
+    );
+    let state = aws.state().await.expect("the state document remains");
+    assert!(
+        state.resources.is_empty(),
+        "state records no resources: {:?}",
+        state.resources.keys()
+    );
+    assert!(
+        state.pending.is_empty(),
+        "nothing pending: {:?}",
+        state.pending
+    );
+    assert!(aws.lock().await.is_none(), "the lock is released");
+
+    let again = xtask(&moto, &["destroy", "--env", ENV, "--yes"]);
+    again.assert_success("a second destroy");
+    assert_eq!(
+        again.mutations(),
+        BTreeMap::new(),
+        "a second destroy has nothing to do:\n{}",
+        again.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. No confirmation
+
+#[tokio::test]
+async fn deploy_without_a_terminal_or_yes_refuses_and_creates_nothing() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    // stdin is /dev/null (see e2e::xtask).
+    let run = xtask(
+        &moto,
+        &[
+            "deploy",
+            "--env",
+            ENV,
+            "--no-build",
+            "--manifest",
+            build.manifest_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !run.status.success(),
+        "deploy without --yes and without a terminal must refuse:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("refusing to deploy without confirmation"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("--yes"),
+        "it says how to proceed:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("15 to add"),
+        "it shows what it would have done:\n{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.mutations(),
+        BTreeMap::new(),
+        "nothing is written: {:?}",
+        run.calls
+    );
+    let aws = Aws::new(&moto).await;
+    assert_no_stack(&aws).await;
+    assert_eq!(
+        aws.bucket_names().await,
+        Vec::<String>::new(),
+        "not even the state bucket"
+    );
+}

@@ -1,0 +1,760 @@
+//! The local cloud: the AWS emulator (moto server) plus the data plane, run in the
+//! background by `cargo xtask local up`, found again through their pid files by `status`
+//! and `down`.
+//!
+//! Everything lives in one state directory (`target/local` unless `--state-dir` says
+//! otherwise), so several local clouds can run side by side in tests:
+//!
+//! | file                         | what                                                      |
+//! |------------------------------|-----------------------------------------------------------|
+//! | `moto.pid`, `moto.log`       | the emulator `up` started (none when one already listened) |
+//! | `dataplane.pid`, `.log`      | the data plane (`xtask local serve`)                      |
+//! | `apis.json`                  | `{api_id: {environment, name, url, ...}}`, kept current   |
+//! | `face.url`                   | optional: the local face-analysis service's URL           |
+//! | `logs/<function>.log`        | each function's stdout and stderr                         |
+//! | `functions/<name>/<sha>/`    | each function's unpacked code, by code hash               |
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use super::procs::{self, Liveness, PidFile, Recorded, Stopped};
+use crate::config::{environments_dir, Environment};
+use crate::venv::Venv;
+
+/// The environment whose API gets `local.api_port`.
+pub const LOCAL_ENVIRONMENT: &str = "local";
+/// Where the emulator listens when `environments/local.yaml` does not say.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4566";
+/// The local API's port when `environments/local.yaml` does not say.
+pub const DEFAULT_API_PORT: u16 = 3000;
+/// The data plane's own endpoints, on the local API's port. Routes under this prefix are not
+/// served to the API.
+pub const CONTROL_PREFIX: &str = "/_local/";
+pub const HEALTH_PATH: &str = "/_local/health";
+/// The file, in the state directory, holding the local face-analysis service's URL. When it
+/// exists, functions get `AWS_ENDPOINT_URL_REKOGNITION` pointing there; otherwise their
+/// Rekognition calls go to the emulator like every other call.
+pub const FACE_URL_FILE: &str = "face.url";
+/// Overrides the default state directory (`target/local`), below the `--state-dir` flag.
+pub const STATE_DIR_ENV: &str = "XTASK_LOCAL_STATE_DIR";
+/// Overrides `local.api_port` of environments/local.yaml, below the `--api-port` flag.
+pub const API_PORT_ENV: &str = "XTASK_LOCAL_API_PORT";
+/// How long `up` waits for each process to become healthy.
+const MOTO_START_TIMEOUT: Duration = Duration::from_secs(60);
+const DATAPLANE_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `down` waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The files of one local cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// `<root>/target/local`.
+    pub fn default_for(root: &Path) -> Self {
+        Self::new(root.join("target/local"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn moto_pid(&self) -> PidFile {
+        PidFile::new(self.dir.join("moto.pid"))
+    }
+    pub fn moto_log(&self) -> PathBuf {
+        self.dir.join("moto.log")
+    }
+    pub fn dataplane_pid(&self) -> PidFile {
+        PidFile::new(self.dir.join("dataplane.pid"))
+    }
+    pub fn dataplane_log(&self) -> PathBuf {
+        self.dir.join("dataplane.log")
+    }
+    pub fn apis_json(&self) -> PathBuf {
+        self.dir.join("apis.json")
+    }
+    pub fn face_url_file(&self) -> PathBuf {
+        self.dir.join(FACE_URL_FILE)
+    }
+    /// The face-analysis service's URL, when `face.url` names one.
+    pub fn face_url(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.face_url_file()).ok()?;
+        let url = text.trim();
+        (!url.is_empty()).then(|| url.to_owned())
+    }
+    pub fn function_log(&self, function: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{function}.log"))
+    }
+    pub fn function_code_dir(&self, function: &str, sha256_hex: &str) -> PathBuf {
+        self.dir.join("functions").join(function).join(sha256_hex)
+    }
+
+    /// The APIs the data plane serves, from `apis.json` (empty when there is none).
+    pub fn served_apis(&self) -> Result<BTreeMap<String, ServedApi>> {
+        read_apis(&self.apis_json())
+    }
+}
+
+/// One entry of `apis.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedApi {
+    /// The environment the API belongs to (its `environment` tag), if known.
+    pub environment: Option<String>,
+    pub name: String,
+    /// Where the data plane serves it, e.g. `http://127.0.0.1:3000`.
+    pub url: String,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub port: u16,
+}
+
+/// Reads an `apis.json`; empty when it does not exist.
+pub fn read_apis(path: &Path) -> Result<BTreeMap<String, ServedApi>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The local URL of `environment`'s API, from the `apis.json` of the data plane at
+/// `state_dir` (for `outputs`, `smoke-test`, ...). `None` when the data plane does not serve
+/// it (or does not run).
+pub fn api_url(state_dir: &StateDir, environment: &str) -> Result<Option<String>> {
+    if !matches!(state_dir.dataplane_pid().liveness()?, Liveness::Running(_)) {
+        return Ok(None);
+    }
+    Ok(state_dir
+        .served_apis()?
+        .into_values()
+        .find(|api| api.environment.as_deref() == Some(environment))
+        .map(|api| api.url))
+}
+
+/// What a local cloud is made of: where the emulator listens, the local API's port, whose
+/// API that is, and where its files go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalConfig {
+    pub root: PathBuf,
+    pub state_dir: StateDir,
+    /// The emulator's endpoint, e.g. `http://127.0.0.1:4566`.
+    pub endpoint: String,
+    /// The port of the `local` environment's API; other APIs get the next free ports.
+    pub api_port: u16,
+    /// The project whose `local` environment API gets `api_port`.
+    pub project: String,
+}
+
+/// Flags that override `environments/local.yaml`.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub endpoint: Option<String>,
+    pub api_port: Option<u16>,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl LocalConfig {
+    /// `environments/local.yaml` (its `endpoint`, `local.api_port` and `project`) with
+    /// [`STATE_DIR_ENV`] and [`API_PORT_ENV`], then `overrides`, on top. Without a local.yaml,
+    /// the defaults.
+    pub fn load(root: &Path, overrides: &Overrides) -> Result<Self> {
+        let dir = root.join("environments");
+        let env = if dir.join(format!("{LOCAL_ENVIRONMENT}.yaml")).exists() {
+            Some(Environment::load(&dir, LOCAL_ENVIRONMENT)?)
+        } else {
+            None
+        };
+        let endpoint = overrides
+            .endpoint
+            .clone()
+            .or_else(|| env.as_ref().and_then(|env| env.endpoint.clone()))
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        loopback_address(&endpoint)?;
+        let env_port = match std::env::var(API_PORT_ENV) {
+            Ok(text) if !text.trim().is_empty() => {
+                Some(text.trim().parse::<u16>().with_context(|| format!("{API_PORT_ENV}={text} is not a port"))?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            root: root.to_path_buf(),
+            state_dir: overrides
+                .state_dir
+                .clone()
+                .or_else(|| std::env::var_os(STATE_DIR_ENV).filter(|dir| !dir.is_empty()).map(PathBuf::from))
+                .map(|dir| StateDir::new(root.join(dir)))
+                .unwrap_or_else(|| StateDir::default_for(root)),
+            endpoint,
+            api_port: overrides
+                .api_port
+                .or(env_port)
+                .or_else(|| env.as_ref().and_then(|env| env.local.as_ref()).map(|local| local.api_port))
+                .unwrap_or(DEFAULT_API_PORT),
+            project: env.map(|env| env.project).unwrap_or_else(|| "image-analyzer".to_owned()),
+        })
+    }
+
+    /// The local API's URL.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+}
+
+/// The socket address of a loopback `http://host:port` endpoint.
+pub fn loopback_address(endpoint: &str) -> Result<SocketAddr> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .with_context(|| format!("the local emulator endpoint {endpoint} must be an http:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if !crate::aws::is_local_endpoint(endpoint) {
+        bail!("the local emulator endpoint {endpoint} is not on this machine (127.0.0.1, ::1 or localhost)");
+    }
+    let authority = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let address = authority
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {endpoint}"))?
+        .find(|address| address.ip().is_loopback())
+        .with_context(|| format!("{endpoint} resolves to no loopback address"))?;
+    Ok(address)
+}
+
+/// Whether anything accepts connections at `address`.
+pub fn listens(address: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&address, Duration::from_millis(300)).is_ok()
+}
+
+/// A minimal HTTP/1.1 GET for health checks: the status code and body. No dependencies, no
+/// runtime: `up`, `status` and `down` are synchronous.
+pub fn http_get(address: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: */*\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Whether moto answers at `address` (`GET /moto-api/` is 200).
+pub fn moto_healthy(address: SocketAddr) -> bool {
+    matches!(http_get(address, "/moto-api/", Duration::from_secs(2)), Ok((200, _)))
+}
+
+/// Whether an emulator (any HTTP server) answers at `address`.
+fn emulator_answers(address: SocketAddr) -> bool {
+    http_get(address, "/", Duration::from_secs(2)).is_ok()
+}
+
+/// The data plane's health answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub pid: u32,
+    pub endpoint: String,
+    pub api_port: u16,
+}
+
+/// The data plane at `address`'s health, when it answers 200 with its health document.
+pub fn dataplane_health(address: SocketAddr) -> Option<Health> {
+    match http_get(address, HEALTH_PATH, Duration::from_secs(2)) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// One process of the local cloud, as `up` and `status` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessStatus {
+    pub name: &'static str,
+    /// None when it does not run (or was not started by xtask).
+    pub pid: Option<u32>,
+    pub address: String,
+    pub healthy: bool,
+    /// What `up` did: started, already running, external.
+    pub note: String,
+    pub log: PathBuf,
+}
+
+impl std::fmt::Display for ProcessStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pid = self.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+        let health = match (self.healthy, self.pid) {
+            (true, _) => "healthy",
+            (false, Some(_)) => "NOT healthy",
+            (false, None) => "-",
+        };
+        write!(f, "{:<10} pid {:<8} {:<26} {:<12} {}", self.name, pid, self.address, health, self.note)
+    }
+}
+
+/// `local up`: starts whatever of the local cloud does not run yet, and waits until each is
+/// healthy. Idempotent. On failure, stops what this call started and shows the log's tail.
+pub fn up(config: &LocalConfig) -> Result<Vec<ProcessStatus>> {
+    std::fs::create_dir_all(config.state_dir.dir())
+        .with_context(|| format!("creating {}", config.state_dir.dir().display()))?;
+    let (moto, started_moto) = ensure_moto(config)?;
+    match ensure_dataplane(config) {
+        Ok(dataplane) => Ok(vec![moto, dataplane]),
+        Err(error) => {
+            if let Some(recorded) = started_moto {
+                let _ = procs::stop(&recorded, STOP_GRACE);
+                let _ = config.state_dir.moto_pid().remove();
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Starts moto unless it (or another emulator) already answers at the endpoint.
+fn ensure_moto(config: &LocalConfig) -> Result<(ProcessStatus, Option<Recorded>)> {
+    let state = &config.state_dir;
+    let address = loopback_address(&config.endpoint)?;
+    let pid_file = state.moto_pid();
+    let status = |pid, healthy, note: &str| ProcessStatus {
+        name: "moto",
+        pid,
+        address: config.endpoint.clone(),
+        healthy,
+        note: note.to_owned(),
+        log: state.moto_log(),
+    };
+    match pid_file.liveness()? {
+        Liveness::Running(recorded) => {
+            if recorded.address() != config.endpoint {
+                bail!(
+                    "moto started by xtask already runs at {} (pid {}), not at {}; run `cargo xtask local down` first",
+                    recorded.address(),
+                    recorded.pid,
+                    config.endpoint
+                );
+            }
+            if !wait_until(Duration::from_secs(10), || moto_healthy(address), || true) {
+                bail!(
+                    "moto (pid {}) runs at {} but is not healthy; see {}:\n{}",
+                    recorded.pid,
+                    config.endpoint,
+                    state.moto_log().display(),
+                    procs::log_tail(&state.moto_log(), 20)
+                );
+            }
+            return Ok((status(Some(recorded.pid), true, "already running"), None));
+        }
+        Liveness::Stale(_) => pid_file.remove()?,
+        Liveness::NoFile => {}
+    }
+    if listens(address) {
+        if !emulator_answers(address) {
+            bail!("something listens at {} but does not answer HTTP; it is not an emulator", config.endpoint);
+        }
+        return Ok((status(None, true, "not started by xtask: left running by `down`"), None));
+    }
+    let venv = Venv::ensure(&config.root)?;
+    let server = venv.bin("moto_server");
+    let mut command = Command::new(&server);
+    command.args(["-H", &address.ip().to_string(), "-p", &address.port().to_string()]);
+    let log = state.moto_log();
+    let _ = std::fs::remove_file(&log);
+    let pid = procs::spawn_detached(&mut command, &log)?;
+    let recorded = record(&pid_file, pid, &config.endpoint)?;
+    let healthy = wait_until(MOTO_START_TIMEOUT, || moto_healthy(address), || procs::is_running(pid));
+    if !healthy {
+        let _ = procs::stop(&recorded, Duration::from_secs(2));
+        pid_file.remove()?;
+        bail!(
+            "moto_server (pid {pid}) {} at {}; see {}:\n{}",
+            if procs::is_running(pid) { "did not become healthy" } else { "exited before it was healthy" },
+            config.endpoint,
+            log.display(),
+            procs::log_tail(&log, 20)
+        );
+    }
+    Ok((status(Some(pid), true, "started"), Some(recorded)))
+}
+
+/// Starts the data plane (`xtask local serve`) unless it already runs.
+fn ensure_dataplane(config: &LocalConfig) -> Result<ProcessStatus> {
+    let state = &config.state_dir;
+    let address = SocketAddr::from(([127, 0, 0, 1], config.api_port));
+    let pid_file = state.dataplane_pid();
+    let status = |pid, note: &str| ProcessStatus {
+        name: "data plane",
+        pid: Some(pid),
+        address: config.api_url(),
+        healthy: true,
+        note: note.to_owned(),
+        log: state.dataplane_log(),
+    };
+    match pid_file.liveness()? {
+        Liveness::Running(recorded) => {
+            let health = dataplane_health(loopback_address(recorded.address())?);
+            let Some(health) = health.filter(|health| health.pid == recorded.pid) else {
+                bail!(
+                    "the data plane (pid {}) runs but is not healthy at {}; see {}:\n{}",
+                    recorded.pid,
+                    recorded.address(),
+                    state.dataplane_log().display(),
+                    procs::log_tail(&state.dataplane_log(), 20)
+                );
+            };
+            if recorded.address() != config.api_url() || health.endpoint != config.endpoint {
+                bail!(
+                    "the data plane (pid {}) already runs at {} against {}, not at {} against {}; \
+                     run `cargo xtask local down` first",
+                    recorded.pid,
+                    recorded.address(),
+                    health.endpoint,
+                    config.api_url(),
+                    config.endpoint
+                );
+            }
+            return Ok(status(recorded.pid, "already running"));
+        }
+        Liveness::Stale(_) => pid_file.remove()?,
+        Liveness::NoFile => {}
+    }
+    if listens(address) {
+        bail!(
+            "port {} is taken by another program; choose another with --api-port (or `local.api_port` in \
+             environments/local.yaml)",
+            config.api_port
+        );
+    }
+    let exe = std::env::current_exe().context("finding the xtask executable")?;
+    let mut command = Command::new(exe);
+    command
+        .args(["local", "serve", "--endpoint", &config.endpoint, "--api-port", &config.api_port.to_string()])
+        .arg("--state-dir")
+        .arg(state.dir())
+        .current_dir(&config.root);
+    // The data plane's own AWS calls use fixed test credentials; nothing of the caller's
+    // AWS configuration may leak into it (or, through it, into the functions).
+    for variable in
+        ["AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    {
+        command.env_remove(variable);
+    }
+    let log = state.dataplane_log();
+    let _ = std::fs::remove_file(&log);
+    let pid = procs::spawn_detached(&mut command, &log)?;
+    let recorded = record(&pid_file, pid, &config.api_url())?;
+    let healthy = wait_until(
+        DATAPLANE_START_TIMEOUT,
+        || dataplane_health(address).is_some_and(|health| health.pid == pid),
+        || procs::is_running(pid),
+    );
+    if !healthy {
+        let _ = procs::stop(&recorded, Duration::from_secs(2));
+        pid_file.remove()?;
+        bail!(
+            "the data plane (pid {pid}) {} at {}; see {}:\n{}",
+            if procs::is_running(pid) { "did not become healthy" } else { "exited before it was healthy" },
+            config.api_url(),
+            log.display(),
+            procs::log_tail(&log, 20)
+        );
+    }
+    Ok(status(pid, "started"))
+}
+
+/// Records a process just started; when that fails, stops it, so that no process runs
+/// that `down` could not find.
+fn record(pid_file: &PidFile, pid: u32, address: &str) -> Result<Recorded> {
+    pid_file.write(pid, address).inspect_err(|_| procs::kill_child(pid))
+}
+
+/// Polls `healthy` until it holds (true), `alive` fails, or `timeout` passes (false).
+fn wait_until(timeout: Duration, mut healthy: impl FnMut() -> bool, mut alive: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if healthy() {
+            return true;
+        }
+        if !alive() || Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What `down` did to one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownReport {
+    pub name: &'static str,
+    pub pid: Option<u32>,
+    pub outcome: String,
+}
+
+impl std::fmt::Display for DownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "{:<10} pid {pid}: {}", self.name, self.outcome),
+            None => write!(f, "{:<10} {}", self.name, self.outcome),
+        }
+    }
+}
+
+/// `local down`: stops exactly the processes the pid files name (the data plane first, then
+/// moto), when they are still the processes that were recorded, and removes the pid files.
+pub fn down(state: &StateDir) -> Result<Vec<DownReport>> {
+    let mut reports = Vec::new();
+    for (name, pid_file) in [("data plane", state.dataplane_pid()), ("moto", state.moto_pid())] {
+        let report = match pid_file.read()? {
+            None => DownReport { name, pid: None, outcome: "not running".to_owned() },
+            Some(recorded) => {
+                let outcome = match procs::stop(&recorded, STOP_GRACE)? {
+                    Stopped::Terminated => "stopped".to_owned(),
+                    Stopped::Killed => format!("killed (it ignored SIGTERM for {} s)", STOP_GRACE.as_secs()),
+                    Stopped::NotRunning => "was not running (stale pid file removed)".to_owned(),
+                };
+                pid_file.remove()?;
+                DownReport { name, pid: Some(recorded.pid), outcome }
+            }
+        };
+        if name == "data plane" {
+            let _ = std::fs::remove_file(state.apis_json());
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// `local status`: each process with its pid, address and health; and the APIs served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub processes: Vec<ProcessStatus>,
+    pub apis: BTreeMap<String, ServedApi>,
+}
+
+impl Status {
+    pub fn running(&self) -> bool {
+        self.processes.iter().all(|process| process.pid.is_some() && process.healthy)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for process in &self.processes {
+            writeln!(f, "{process}")?;
+        }
+        if self.apis.is_empty() {
+            return writeln!(f, "no APIs served");
+        }
+        writeln!(f, "\nAPIs served:")?;
+        for (id, api) in &self.apis {
+            let environment = api.environment.as_deref().unwrap_or("?");
+            writeln!(f, "  {:<12} {:<28} {:<12} {}", environment, api.name, id, api.url)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn status(config: &LocalConfig) -> Result<Status> {
+    let state = &config.state_dir;
+    let mut processes = Vec::new();
+
+    let moto = match state.moto_pid().liveness()? {
+        Liveness::Running(recorded) => {
+            let healthy = loopback_address(recorded.address()).is_ok_and(moto_healthy);
+            ProcessStatus {
+                name: "moto",
+                pid: Some(recorded.pid),
+                address: recorded.address().to_owned(),
+                healthy,
+                note: "started by xtask".to_owned(),
+                log: state.moto_log(),
+            }
+        }
+        other => {
+            let address = loopback_address(&config.endpoint)?;
+            let external = listens(address) && emulator_answers(address);
+            let note = match (other, external) {
+                (Liveness::Stale(recorded), _) => format!("not running (stale pid file: pid {} exited)", recorded.pid),
+                (_, true) => "not started by xtask, but an emulator answers here".to_owned(),
+                _ => "not running".to_owned(),
+            };
+            ProcessStatus {
+                name: "moto",
+                pid: None,
+                address: config.endpoint.clone(),
+                healthy: external,
+                note,
+                log: state.moto_log(),
+            }
+        }
+    };
+    processes.push(moto);
+
+    let (dataplane, running) = match state.dataplane_pid().liveness()? {
+        Liveness::Running(recorded) => {
+            let health = loopback_address(recorded.address()).ok().and_then(dataplane_health);
+            let healthy = health.as_ref().is_some_and(|health| health.pid == recorded.pid);
+            let note =
+                health.map_or_else(|| "not answering".to_owned(), |health| format!("emulator {}", health.endpoint));
+            (
+                ProcessStatus {
+                    name: "data plane",
+                    pid: Some(recorded.pid),
+                    address: recorded.address().to_owned(),
+                    healthy,
+                    note,
+                    log: state.dataplane_log(),
+                },
+                true,
+            )
+        }
+        other => {
+            let note = match other {
+                Liveness::Stale(recorded) => format!("not running (stale pid file: pid {} exited)", recorded.pid),
+                _ => "not running".to_owned(),
+            };
+            (
+                ProcessStatus {
+                    name: "data plane",
+                    pid: None,
+                    address: config.api_url(),
+                    healthy: false,
+                    note,
+                    log: state.dataplane_log(),
+                },
+                false,
+            )
+        }
+    };
+    processes.push(dataplane);
+    let apis = if running { state.served_apis()? } else { BTreeMap::new() };
+    Ok(Status { processes, apis })
+}
+
+/// For `deploy --env local`: makes sure an emulator answers at the `local` environment's
+/// endpoint, starting the local cloud (moto and the data plane) when nothing listens there.
+/// Returns the endpoint.
+pub fn ensure_emulator(root: &Path) -> Result<String> {
+    let config = LocalConfig::load(root, &Overrides::default())?;
+    ensure_emulator_at(&config)
+}
+
+/// Like [`ensure_emulator`], for an explicit configuration.
+pub fn ensure_emulator_at(config: &LocalConfig) -> Result<String> {
+    let address = loopback_address(&config.endpoint)?;
+    if listens(address) {
+        return Ok(config.endpoint.clone());
+    }
+    eprintln!("Nothing listens at {}: starting the local cloud (`cargo xtask local up`).", config.endpoint);
+    std::fs::create_dir_all(config.state_dir.dir())
+        .with_context(|| format!("creating {}", config.state_dir.dir().display()))?;
+    let (moto, _) = ensure_moto(config)?;
+    eprintln!("{moto}");
+    // Deploying needs only the emulator; a data plane that cannot start is reported, and
+    // `local up` says why again.
+    match ensure_dataplane(config) {
+        Ok(dataplane) => eprintln!("{dataplane}"),
+        Err(error) => eprintln!("warning: the local data plane did not start: {error:#}"),
+    }
+    Ok(config.endpoint.clone())
+}
+
+/// For `deploy`: when environment `name`'s effective endpoint (see [`crate::aws::endpoint`])
+/// is on this machine and nothing listens there, starts the local cloud with that endpoint.
+pub fn ensure_for_environment(name: &str) -> Result<()> {
+    let env = Environment::load(&environments_dir(), name)?;
+    let Some(endpoint) = crate::aws::endpoint(&env) else { return Ok(()) };
+    if !crate::aws::is_local_endpoint(&endpoint) || loopback_address(&endpoint).is_ok_and(listens) {
+        return Ok(());
+    }
+    let root = crate::workspace::root();
+    let overrides = Overrides { endpoint: Some(endpoint), ..Overrides::default() };
+    ensure_emulator_at(&LocalConfig::load(&root, &overrides)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_loopback_http() {
+        assert_eq!(loopback_address("http://127.0.0.1:4566").unwrap(), "127.0.0.1:4566".parse().unwrap());
+        assert_eq!(loopback_address("http://127.0.0.1:4566/").unwrap().port(), 4566);
+        assert_eq!(loopback_address("http://localhost:5000").unwrap().port(), 5000);
+        assert_eq!(loopback_address("http://[::1]:4566").unwrap(), "[::1]:4566".parse().unwrap());
+        assert!(loopback_address("https://127.0.0.1:4566").is_err());
+        assert!(loopback_address("http://example.com:4566").is_err());
+    }
+
+    #[test]
+    fn the_local_environment_file_gives_the_defaults_and_flags_override_them() {
+        let root = crate::workspace::root();
+        let config = LocalConfig::load(&root, &Overrides::default()).unwrap();
+        assert_eq!(config.endpoint, "http://127.0.0.1:4566");
+        assert_eq!(config.api_port, 3000);
+        assert_eq!(config.project, "image-analyzer");
+        assert_eq!(config.state_dir, StateDir::new(root.join("target/local")));
+        let overrides = Overrides {
+            endpoint: Some("http://127.0.0.1:5000/".into()),
+            api_port: Some(4000),
+            state_dir: Some("/tmp/x".into()),
+        };
+        let config = LocalConfig::load(&root, &overrides).unwrap();
+        assert_eq!((config.endpoint.as_str(), config.api_port), ("http://127.0.0.1:5000", 4000));
+        assert_eq!(config.state_dir.apis_json(), Path::new("/tmp/x/apis.json"));
+    }
+
+    #[test]
+    fn apis_json_round_trips_and_a_missing_one_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert!(state.served_apis().unwrap().is_empty());
+        let apis = BTreeMap::from([(
+            "abc".to_owned(),
+            ServedApi {
+                environment: Some("local".into()),
+                name: "image-analyzer-local-api".into(),
+                url: "http://127.0.0.1:3000".into(),
+                project: Some("image-analyzer".into()),
+                region: "us-east-1".into(),
+                port: 3000,
+            },
+        )]);
+        std::fs::write(state.apis_json(), serde_json::to_vec(&apis).unwrap()).unwrap();
+        assert_eq!(state.served_apis().unwrap(), apis);
+        // Without a running data plane, no environment has a local URL.
+        assert_eq!(api_url(&state, "local").unwrap(), None);
+    }
+
+    #[test]
+    fn face_url_is_read_when_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert_eq!(state.face_url(), None);
+        std::fs::write(state.face_url_file(), "http://127.0.0.1:4600\n").unwrap();
+        assert_eq!(state.face_url().as_deref(), Some("http://127.0.0.1:4600"));
+    }
+}

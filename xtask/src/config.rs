@@ -1614,7 +1614,7 @@ protect: false
         assert_eq!(prod.state_key(), "image-analyzer/prod/state.json");
         assert_eq!(
             prod.state.bucket_for_account("123456789012"),
-            "image-analyzer-state-123456789012"
+            "image-analyzer-state-123456789012-eu-central-1"
         );
         let local = Environment::load(&dir(), "local").unwrap();
         assert_eq!(local.endpoint.as_deref(), Some("http://127.0.0.1:4566"));

@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole product on the local cloud: set up, build, deploy `local`, smoke-test.
+    Demo(cmd::demo::DemoArgs),
     /// Release-build every Lambda and package deterministic zips plus target/lambda/manifest.json.
     Build(cmd::build::BuildArgs),
     /// Show what a deploy would change, without changing anything.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo(args) => cmd::demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Build(args) => cmd::build::run(args).map(|()| ExitCode::SUCCESS),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Deploy(args) => cmd::deploy::run(args).map(|()| ExitCode::SUCCESS),

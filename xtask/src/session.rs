@@ -64,7 +64,8 @@ impl Session {
 
     /// The resources this environment should have, from the current build.
     pub fn desired(&self, account_id: &str, manifest: &Manifest) -> Result<Vec<Resource>> {
-        Ok(stack::resources(&Context { env: &self.env, account_id, manifest })?)
+        let tls = crate::aws::uses_tls(&self.env);
+        Ok(stack::resources(&Context { env: &self.env, account_id, manifest, tls })?)
     }
 
     /// The AWS provider, with the artifact store in the state bucket and, when given, the

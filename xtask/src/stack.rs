@@ -24,6 +24,8 @@ pub struct Context<'a> {
     pub env: &'a Environment,
     pub account_id: &'a str,
     pub manifest: &'a Manifest,
+    /// Whether requests reach the cloud over TLS (see [`crate::aws::uses_tls`]).
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,7 +80,7 @@ fn bucket(cx: &Context<'_>) -> Resource {
         .input("uploads_expire_after_days", cx.env.uploads_expire_after_days)
         .input("tags", cx.tags("bucket.uploads"));
     // TLS only, except behind a plain-HTTP emulator endpoint, where no request could comply.
-    if crate::aws::uses_tls(cx.env) {
+    if cx.tls {
         bucket.input("policy", crate::aws::tls_only_policy(cx.partition(), &cx.bucket_name()))
     } else {
         bucket

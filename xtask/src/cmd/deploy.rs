@@ -20,7 +20,7 @@ use crate::progress::Progress;
 use crate::providers::replace_keys;
 use crate::session::{self, Session};
 use crate::state::lock::{Lock, LockOptions};
-use crate::state::s3::{ensure_bucket, BucketStatus, Transport};
+use crate::state::s3::{ensure_bucket, Transport};
 use crate::state::writer::StateWriter;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -89,10 +89,7 @@ pub fn run(args: &DeployArgs) -> Result<()> {
         }
         if state.is_none() {
             let transport = Transport::for_endpoint(crate::aws::endpoint(&session.env).as_deref());
-            let status = ensure_bucket(&session.clients.s3, &session.state_bucket, &session.env.region, transport).await?;
-            if status == BucketStatus::Created {
-                println!("Created the state bucket {}.", session.state_bucket);
-            }
+            ensure_bucket(&session.clients.s3, &session.state_bucket, &session.env.region, transport).await?;
         }
         let options = LockOptions::new("deploy").timeout(args.lock_timeout.unwrap_or(Duration::ZERO));
         let lock = Lock::acquire(session.store.clone(), &options).await?;

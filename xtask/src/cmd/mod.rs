@@ -1,6 +1,7 @@
 //! One module per `cargo xtask` command. Each exposes its clap `Args` and a `run`.
 
 pub mod build;
+pub mod demo;
 pub mod deploy;
 pub mod destroy;
 pub mod env_arg;

@@ -10,7 +10,7 @@ use super::env_arg::EnvArg;
 use crate::engine::resource::ResourceId;
 use crate::functions::FUNCTIONS;
 use crate::session::Session;
-use crate::local::cloud::StateDir;
+use crate::local::cloud::{LocalConfig, Overrides};
 use crate::state::StateFile;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -86,7 +86,7 @@ pub fn api_url(session: &Session, state: &StateFile) -> Result<String> {
             .api_url
             .context("the environment's state records no API URL");
     }
-    let served = StateDir::default_for(&crate::workspace::root());
+    let served = LocalConfig::load(&crate::workspace::root(), &Overrides::default())?.state_dir;
     served
         .served_apis()?
         .get(&api_id)

@@ -121,6 +121,17 @@ pub fn latest(state: &crate::state::StateFile) -> Option<SmokeTest> {
     }
 }
 
+/// Uploads `photo` through the deployed API and returns the analysis: GET /upload-url, PUT,
+/// POST /analyze, as any client does.
+pub async fn analyze_photo(url: &str, photo: &std::path::Path) -> Result<Value> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let ((upload_url, file_key), _) = get_upload_url(&client, url).await?;
+    let bytes = std::fs::read(photo).with_context(|| format!("reading {}", photo.display()))?;
+    put_photo(&client, &upload_url, bytes).await?;
+    let response = client.post(format!("{url}/analyze")).json(&json!({ "fileKey": file_key })).send().await?;
+    json_response(response, "POST /analyze", 200).await
+}
+
 /// Runs the client flow; every step is reported, and the flow stops at the first failure
 /// whose result a later step needs.
 async fn flow(url: &str) -> Vec<StepResult> {

@@ -274,11 +274,13 @@ impl fmt::Display for Step {
         writeln!(f, "\n  # {} ({}) {verb}", self.id, self.name)?;
         writeln!(f, "{:>3} resource \"{}\" \"{}\" {{", self.action.symbol(), self.kind, self.id)?;
         let width = self.changes.iter().map(|change| change.property.len()).max().unwrap_or(0);
+        // Values continue on following lines indented past `<symbol> <property> = `.
+        let indent = " ".repeat(6 + 2 + width + 3);
         for change in &self.changes {
             let (symbol, text) = match (&change.old, &change.new) {
-                (None, Some(new)) => ("+", planned(new)),
-                (Some(old), None) => ("-", format!("{} -> null", compact(old))),
-                (Some(old), Some(new)) => ("~", format!("{} -> {}", compact(old), planned(new))),
+                (None, Some(new)) => ("+", planned(new, &indent)),
+                (Some(old), None) => ("-", format!("{} -> null", render(old, &indent))),
+                (Some(old), Some(new)) => ("~", format!("{} -> {}", render(old, &indent), planned(new, &indent))),
                 (None, None) => continue,
             };
             let note = if change.forces_replacement { " # forces replacement" } else { "" };
@@ -288,23 +290,23 @@ impl fmt::Display for Step {
     }
 }
 
-fn planned(value: &PlannedValue) -> String {
+fn planned(value: &PlannedValue, indent: &str) -> String {
     match value {
-        PlannedValue::Known(value) => compact(value),
+        PlannedValue::Known(value) => render(value, indent),
         PlannedValue::KnownAfterApply => "(known after apply)".to_owned(),
     }
 }
 
-/// A value on one line; long values are shortened in the middle.
-fn compact(value: &Value) -> String {
+/// A value on one line when it is short, else as indented JSON over several lines; never
+/// shortened, so that a plan shows everything that will be sent.
+fn render(value: &Value, indent: &str) -> String {
+    const ONE_LINE: usize = 100;
     let text = value.to_string();
-    const LIMIT: usize = 120;
-    if text.chars().count() <= LIMIT {
+    if text.chars().count() <= ONE_LINE || !(value.is_object() || value.is_array()) {
         return text;
     }
-    let head: String = text.chars().take(LIMIT / 2).collect();
-    let tail: String = text.chars().rev().take(LIMIT / 2 - 10).collect::<Vec<_>>().into_iter().rev().collect();
-    format!("{head} ... {tail}")
+    let pretty = serde_json::to_string_pretty(value).unwrap_or(text);
+    pretty.lines().collect::<Vec<_>>().join(&format!("\n{indent}"))
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //! | `moto.pid`, `moto.log`       | the emulator `up` started (none when one already listened) |
 //! | `dataplane.pid`, `.log`      | the data plane (`xtask local serve`)                      |
 //! | `apis.json`                  | `{api_id: {environment, name, url, ...}}`, kept current   |
-//! | `face.url`                   | optional: the local face-analysis service's URL           |
+//! | `face.pid`, `face.log`       | the local face-analysis service (`local-rekognition`)    |
+//! | `face.url`                   | that service's URL, while it runs                         |
+//! | `models/`                    | its model files, fetched with npm, with their licences    |
 //! | `logs/<function>.log`        | each function's stdout and stderr                         |
 //! | `functions/<name>/<sha>/`    | each function's unpacked code, by code hash               |
 
@@ -174,7 +176,7 @@ impl LocalConfig {
     /// [`STATE_DIR_ENV`] and [`API_PORT_ENV`], then `overrides`, on top. Without a local.yaml,
     /// the defaults.
     pub fn load(root: &Path, overrides: &Overrides) -> Result<Self> {
-        let dir = root.join("environments");
+        let dir = crate::config::environments_dir();
         let env = if dir.join(format!("{LOCAL_ENVIRONMENT}.yaml")).exists() {
             Some(Environment::load(&dir, LOCAL_ENVIRONMENT)?)
         } else {
@@ -321,8 +323,10 @@ pub fn up(config: &LocalConfig) -> Result<Vec<ProcessStatus>> {
     std::fs::create_dir_all(config.state_dir.dir())
         .with_context(|| format!("creating {}", config.state_dir.dir().display()))?;
     let (moto, started_moto) = ensure_moto(config)?;
+    // Face analysis first, so that the data plane's first functions already get its URL.
+    let face = super::face::ensure(config);
     match ensure_dataplane(config) {
-        Ok(dataplane) => Ok(vec![moto, dataplane]),
+        Ok(dataplane) => Ok(vec![moto, face, dataplane]),
         Err(error) => {
             if let Some(recorded) = started_moto {
                 let _ = procs::stop(&recorded, STOP_GRACE);
@@ -525,6 +529,15 @@ impl std::fmt::Display for DownReport {
 /// moto), when they are still the processes that were recorded, and removes the pid files.
 pub fn down(state: &StateDir) -> Result<Vec<DownReport>> {
     let mut reports = Vec::new();
+    let outcome = |stopped: Stopped| match stopped {
+        Stopped::Terminated => "stopped".to_owned(),
+        Stopped::Killed => "killed (it ignored SIGTERM)".to_owned(),
+        Stopped::NotRunning => "was not running (stale pid file removed)".to_owned(),
+    };
+    reports.push(match super::face::stop(state)? {
+        Some((pid, stopped)) => DownReport { name: "face", pid: Some(pid), outcome: outcome(stopped) },
+        None => DownReport { name: "face", pid: None, outcome: "not running".to_owned() },
+    });
     for (name, pid_file) in [("data plane", state.dataplane_pid()), ("moto", state.moto_pid())] {
         let report = match pid_file.read()? {
             None => DownReport { name, pid: None, outcome: "not running".to_owned() },
@@ -611,6 +624,7 @@ pub fn status(config: &LocalConfig) -> Result<Status> {
         }
     };
     processes.push(moto);
+    processes.push(super::face::status_of(state)?);
 
     let (dataplane, running) = match state.dataplane_pid().liveness()? {
         Liveness::Running(recorded) => {

@@ -7,3 +7,4 @@ pub mod cloud;
 pub mod dataplane;
 pub mod discovery;
 pub mod procs;
+pub mod face;

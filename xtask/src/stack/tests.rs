@@ -31,7 +31,7 @@ fn dev() -> Environment {
 
 fn stack_of(env: &Environment) -> Vec<Resource> {
     let manifest = manifest();
-    resources(&Context { env, account_id: ACCOUNT, manifest: &manifest }).unwrap()
+    resources(&Context { env, account_id: ACCOUNT, manifest: &manifest, tls: true }).unwrap()
 }
 
 fn resource<'a>(resources: &'a [Resource], id: &str) -> &'a Resource {
@@ -145,7 +145,7 @@ fn an_arm64_function_without_an_arm64_build_is_an_error() {
     let mut env = dev();
     env.functions.get_mut("analyze").unwrap().architecture = Arch::Arm64;
     let manifest = manifest();
-    let error = resources(&Context { env: &env, account_id: ACCOUNT, manifest: &manifest }).unwrap_err();
+    let error = resources(&Context { env: &env, account_id: ACCOUNT, manifest: &manifest, tls: true }).unwrap_err();
     assert!(error.to_string().contains("no arm64 build of `analyze`"), "{error}");
 }
 
@@ -162,4 +162,16 @@ fn the_upload_bucket_allows_tls_only() {
     let policy = &resource(&resources, "bucket.uploads").inputs["policy"];
     assert_eq!(policy["Statement"][0]["Condition"], json!({"Bool": {"aws:SecureTransport": "false"}}));
     assert_eq!(policy["Statement"][0]["Effect"], "Deny");
+}
+
+#[test]
+fn dev_from_empty_plan() {
+    let plan = crate::engine::plan::plan(
+        &stack_of(&dev()),
+        &crate::state::StateFile::new(),
+        crate::providers::replace_keys,
+        false,
+    )
+    .unwrap();
+    insta::assert_snapshot!(plan.to_string());
 }

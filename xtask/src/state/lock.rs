@@ -55,14 +55,28 @@ pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
-/// The user running this process: `$USER`, else `$USERNAME`, else `unknown`.
+/// The user running this process: `$USER`, `$USERNAME` or `$LOGNAME`, else the name of its
+/// user id.
 pub fn current_user() -> String {
     ["USER", "USERNAME", "LOGNAME"]
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .map(|value| value.trim().to_owned())
         .find(|value| !value.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
+        .unwrap_or_else(user_of_uid)
+}
+
+/// The name `/etc/passwd` gives this process's user id, else `uid <n>`.
+fn user_of_uid() -> String {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.get(2).and_then(|field| field.parse::<u32>().ok()) == Some(uid))
+        .and_then(|fields| fields.first().map(|name| (*name).to_owned()))
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// This machine's host name: the kernel's, else `/etc/hostname`, else `$HOSTNAME`, else

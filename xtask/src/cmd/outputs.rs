@@ -87,16 +87,21 @@ pub fn api_url(session: &Session, state: &StateFile) -> Result<String> {
             .context("the environment's state records no API URL");
     }
     let served = LocalConfig::load(&crate::workspace::root(), &Overrides::default())?.state_dir;
-    served
-        .served_apis()?
-        .get(&api_id)
-        .map(|api| api.url.trim_end_matches('/').to_owned())
-        .with_context(|| {
-            format!(
+    // The data plane polls the emulator; give it a moment to pick up a fresh deploy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(api) = served.served_apis()?.get(&api_id) {
+            return Ok(api.url.trim_end_matches('/').to_owned());
+        }
+        let running = matches!(served.dataplane_pid().liveness()?, crate::local::procs::Liveness::Running(_));
+        if !running || std::time::Instant::now() >= deadline {
+            anyhow::bail!(
                 "the local data plane does not serve API {api_id} (see {}); start it with `cargo xtask local up`",
                 served.apis_json().display()
-            )
-        })
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 pub fn run(args: &OutputsArgs) -> Result<()> {

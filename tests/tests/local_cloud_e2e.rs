@@ -1,0 +1,113 @@
+//! The whole product on one machine, the way a user runs it: `local up`, deploy the real
+//! release Lambdas, the smoke test, the README's seed curl procedure, destroy, `local down`,
+//! and no process of ours left behind.
+//!
+//! Needs the release build (`cargo xtask test` builds it before running the tests) and npm
+//! for the face models.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use e2e::{free_loopback_port, workspace_root, xtask_bin};
+use serde_json::Value;
+
+/// Runs `xtask` with the local cloud in `state_dir`, on the given ports.
+fn xtask(state_dir: &Path, endpoint: &str, api_port: u16, args: &[&str]) -> Output {
+    let bin = xtask_bin();
+    assert!(bin.exists(), "{} does not exist; run the tests with `cargo xtask test`", bin.display());
+    Command::new(bin)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("XTASK_LOCAL_STATE_DIR", state_dir)
+        .env("XTASK_LOCAL_API_PORT", api_port.to_string())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .stdin(Stdio::null())
+        .output()
+        .expect("xtask runs")
+}
+
+fn ok(output: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{what} failed ({}):\n{stdout}\n{stderr}", output.status);
+    stdout
+}
+
+/// The shell block between the README's seed-procedure markers.
+fn seed_procedure() -> String {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let start = readme.find("<!-- seed-procedure:begin -->").expect("the README has the seed procedure");
+    let end = readme.find("<!-- seed-procedure:end -->").expect("the seed procedure ends");
+    let block = &readme[start..end];
+    let body = block.split("```sh\n").nth(1).expect("a sh block").split("```").next().unwrap();
+    body.to_owned()
+}
+
+fn pids_in(state_dir: &Path) -> Vec<u32> {
+    ["moto.pid", "dataplane.pid", "face.pid"]
+        .iter()
+        .filter_map(|file| std::fs::read_to_string(state_dir.join(file)).ok())
+        .filter_map(|text| text.lines().next().and_then(|line| line.trim().parse().ok()))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
+#[test]
+fn the_local_cloud_runs_the_real_product_end_to_end() {
+    let manifest = workspace_root().join("target/lambda/manifest.json");
+    assert!(manifest.exists(), "no release build at {}; run the tests with `cargo xtask test`", manifest.display());
+    let state = tempfile::tempdir().unwrap();
+    let state_dir: PathBuf = state.path().to_path_buf();
+    // The face models are large to fetch: share the project's cache when it has them.
+    let cached = workspace_root().join("target/local/models");
+    if cached.exists() {
+        std::os::unix::fs::symlink(&cached, state_dir.join("models")).unwrap();
+    }
+    let endpoint = format!("http://127.0.0.1:{}", free_loopback_port());
+    let api_port = free_loopback_port();
+    let api = format!("http://127.0.0.1:{api_port}");
+    let run = |args: &[&str]| xtask(&state_dir, &endpoint, api_port, args);
+
+    // 1. local up: moto, the face service and the data plane.
+    let up = ok(run(&["local", "up", "--endpoint", &endpoint]), "local up");
+    assert!(up.contains("face") && up.contains("started"), "{up}");
+    let pids = pids_in(&state_dir);
+    assert_eq!(pids.len(), 3, "moto, face and data plane pid files: {pids:?}\n{up}");
+
+    // 2. deploy the real release Lambdas.
+    ok(run(&["deploy", "--env", "local", "--yes", "--no-build"]), "deploy");
+
+    // 3. the smoke test, recorded in state.
+    let smoke = ok(run(&["smoke-test", "--env", "local", "--json"]), "smoke-test");
+    let smoke: Value = serde_json::from_str(&smoke).unwrap();
+    assert_eq!(smoke["passed"], true, "{smoke:#}");
+    assert_eq!(smoke["api_url"], api.as_str());
+
+    // 4. the README's seed procedure, verbatim, against this API.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("tests/fixtures")).unwrap();
+    std::os::unix::fs::symlink(workspace_root().join("tests/fixtures/photos"), work.path().join("tests/fixtures/photos"))
+        .unwrap();
+    let script = seed_procedure().replace("API=http://127.0.0.1:3000", &format!("API={api}"));
+    let output = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(work.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the seed procedure failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let analysis: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(analysis["facesDetected"], 1, "{analysis:#}");
+    assert_eq!(analysis["faces"][0]["dominantEmotion"], "HAPPY", "{analysis:#}");
+    assert!(analysis["faces"][0]["position"]["Width"].as_f64().is_some(), "{analysis:#}");
+
+    // 5. destroy, 6. down: nothing of ours is left running.
+    ok(run(&["destroy", "--env", "local", "--yes"]), "destroy");
+    ok(run(&["local", "down"]), "local down");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} is still running after `local down`");
+    }
+    assert!(pids_in(&state_dir).is_empty(), "pid files are removed");
+}

@@ -43,7 +43,7 @@ fn main() -> Result<()> {
         })
         .collect::<Result<_>>()?;
     println!(
-        "model load (BlazeFace + expression + age/gender), median of {RUNS}: {:?}",
+        "model load (BlazeFace, TinyFaceDetector, expression, age/gender), median of {RUNS}: {:?}",
         median(loads)
     );
     let analyzer = Analyzer::load(&paths)?;

@@ -149,8 +149,9 @@ impl BlazeFace {
             .model_for_proto_model(&proto)
             .and_then(|model| model.into_optimized())
             .and_then(|model| model.into_runnable())
-            .with_context(|| format!("loading the BlazeFace model {}", path.display()))?;
-        Ok(Self { plan: model })
+            .with_context(|| format!("loading the BlazeFace model {}", path.display()));
+        clear_upper_vector_state();
+        Ok(Self { plan: model? })
     }
 
     /// Faces in `image`, in its pixel coordinates, after non-maximum suppression.
@@ -225,7 +226,9 @@ impl BlazeFace {
             }
         }
         let tensor = Tensor::from_shape(&[1, side, side, 3], &input)?;
-        let outputs = self.plan.run(tvec!(tensor.into()))?;
+        let outputs = self.plan.run(tvec!(tensor.into()));
+        clear_upper_vector_state();
+        let outputs = outputs?;
         let mut found = Vec::new();
         decode(&outputs[0], &outputs[2], 16, 2, min_score, &mut found)?;
         decode(&outputs[1], &outputs[3], 8, 6, min_score, &mut found)?;
@@ -240,6 +243,24 @@ impl BlazeFace {
             .into_iter()
             .map(|d| d.map(to_image, INPUT as f32 / scale))
             .collect())
+    }
+}
+
+/// tract's AVX kernels can return with the upper halves of the YMM registers dirty; on many
+/// x86 CPUs every later SSE instruction (the rest of this crate is compiled for baseline
+/// x86-64) then pays a transition penalty, which made the face-api networks run 2.5 times
+/// slower after the first detection. `vzeroupper` clears that state.
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx")]
+        unsafe fn zero_upper() {
+            std::arch::x86_64::_mm256_zeroupper();
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU supports AVX, checked just above.
+            unsafe { zero_upper() }
+        }
     }
 }
 

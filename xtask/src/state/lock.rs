@@ -432,7 +432,7 @@ pub async fn force_unlock<S: StateStore>(store: &S, lock_id: &str) -> Result<Loc
     }
     match store.delete_lock(&current.etag).await {
         Ok(()) => {
-            tracing::warn!("removed the lock on {location} held by {}", describe_holder(&current.value));
+            tracing::warn!("removed the lock of the state at {location}, held by {}", describe_holder(&current.value));
             Ok(current.value)
         }
         // It changed between our read and our delete: released, renewed or replaced.

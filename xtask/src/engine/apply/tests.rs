@@ -298,3 +298,24 @@ async fn cancellation_lets_steps_in_flight_finish_and_starts_nothing_new() {
     assert_eq!(state.resources.len(), 2);
     assert!(state.pending.is_empty());
 }
+
+#[tokio::test]
+async fn refresh_forgets_resources_deleted_behind_our_back_so_they_are_recreated() {
+    let harness = Harness::new(FakeCloud::new());
+    let desired = stack(256, "v1");
+    harness.deploy(&desired).await;
+    // Someone deletes a route by hand.
+    harness.cloud.resources.lock().unwrap().remove("POST /analyze");
+
+    let writer = harness.writer().await;
+    let refreshed = refresh(harness.cloud.as_ref(), &mut *writer.lock().await).await.unwrap();
+    assert!(refreshed.contains(&Refreshed::Gone { id: ResourceId::new("route.analyze") }));
+    assert_eq!(refreshed.iter().filter(|r| matches!(r, Refreshed::Exists { .. })).count(), desired.len() - 1);
+    assert!(!harness.state().resources.contains_key(&ResourceId::new("route.analyze")));
+
+    harness.cloud.clear_calls();
+    let (plan, report) = harness.deploy(&desired).await;
+    assert!(report.succeeded());
+    assert_eq!(plan.step("route.analyze").unwrap().action, Action::Create);
+    assert_eq!(harness.cloud.mutations(), [Call::Create("POST /analyze".into())]);
+}

@@ -226,7 +226,9 @@ async fn the_data_plane_serves_every_deployed_environment_as_deployed() {
     assert_eq!(env["UPLOAD_BUCKET"], "image-analyzer-local-uploads-123456789012");
     assert_eq!(env["UPLOAD_URL_EXPIRY_SECONDS"], "300");
     assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "128");
-    assert_eq!(env["AWS_ENDPOINT_URL_REKOGNITION"], Value::Null);
+    // `up` started the local face-analysis service: Rekognition calls go there.
+    let face_url = std::fs::read_to_string(cloud.state_dir.join("face.url")).expect("up wrote face.url");
+    assert_eq!(env["AWS_ENDPOINT_URL_REKOGNITION"], face_url.trim());
     let local_api_id = echo["apiId"].as_str().unwrap().to_owned();
     let mut function_pids = vec![echo["pid"].as_u64().unwrap()];
 
@@ -313,9 +315,10 @@ async fn the_data_plane_serves_every_deployed_environment_as_deployed() {
     // Status shows the data plane and both APIs; the emulator is the test's.
     let status = cloud.status();
     let processes = status["processes"].as_array().unwrap();
-    assert_eq!(processes[1]["name"], "data plane");
-    assert_eq!(processes[1]["pid"], dataplane);
-    assert_eq!(processes[1]["healthy"], true);
+    assert_eq!(processes[1]["name"], "face");
+    assert_eq!(processes[2]["name"], "data plane");
+    assert_eq!(processes[2]["pid"], dataplane);
+    assert_eq!(processes[2]["healthy"], true);
     assert_eq!(processes[0]["pid"], Value::Null);
     assert_eq!(processes[0]["healthy"], true);
     assert!(status["apis"][&local_api_id].is_object() && status["apis"][&dev_id].is_object(), "{status}");
@@ -362,11 +365,12 @@ async fn up_status_and_down_manage_exactly_their_own_processes() {
 
     // `up` again changes nothing.
     let again = cloud.run("up");
-    assert_eq!(again.matches("already running").count(), 2, "{again}");
+    assert_eq!(again.matches("already running").count(), 3, "{again}");
+    let face = cloud.pid("face").expect("a face service pid file");
     assert_eq!((cloud.pid("moto"), cloud.pid("dataplane")), (Some(moto), Some(dataplane)));
 
     let status = cloud.status();
-    for (index, pid) in [(0, moto), (1, dataplane)] {
+    for (index, pid) in [(0, moto), (1, face), (2, dataplane)] {
         assert_eq!(status["processes"][index]["pid"], pid, "{status}");
         assert_eq!(status["processes"][index]["healthy"], true, "{status}");
     }
@@ -374,16 +378,17 @@ async fn up_status_and_down_manage_exactly_their_own_processes() {
     assert!(text.contains(&moto.to_string()) && text.contains(&endpoint) && text.contains(&cloud.url("")), "{text}");
 
     let down = cloud.run("down");
-    assert_eq!(down.matches("stopped").count(), 2, "{down}");
-    for pid in [moto, dataplane] {
+    assert_eq!(down.matches("stopped").count(), 3, "{down}");
+    for pid in [moto, face, dataplane] {
         assert!(!running(pid), "process {pid} survived `down`");
     }
-    assert_eq!((cloud.pid("moto"), cloud.pid("dataplane")), (None, None));
+    assert_eq!((cloud.pid("moto"), cloud.pid("face"), cloud.pid("dataplane")), (None, None, None));
     let status = cloud.status();
     assert_eq!(status["processes"][0]["healthy"], false);
     assert_eq!(status["processes"][1]["pid"], Value::Null);
+    assert_eq!(status["processes"][2]["pid"], Value::Null);
     let down = cloud.run("down");
-    assert_eq!(down.matches("not running").count(), 2, "{down}");
+    assert_eq!(down.matches("not running").count(), 3, "{down}");
 
     // A pid file whose pid now belongs to another process (here: this test) is stale: `down`
     // removes it and signals nothing.

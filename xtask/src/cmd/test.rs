@@ -35,7 +35,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
     process::run(
         Command::new("cargo")
-            .args(["test", "--workspace", "--locked"])
+            .args(["test", "--workspace", "--locked", "--no-fail-fast"])
             .args(&args.cargo_args)
             .env("XTASK_BIN", &xtask)
             .current_dir(&root),

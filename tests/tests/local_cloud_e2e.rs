@@ -58,6 +58,15 @@ fn alive(pid: u32) -> bool {
         && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
 }
 
+/// Runs `local down` when dropped, so that a failing test leaves no process behind.
+struct Down<'a, F: Fn(&[&str]) -> Output>(&'a F);
+
+impl<F: Fn(&[&str]) -> Output> Drop for Down<'_, F> {
+    fn drop(&mut self) {
+        (self.0)(&["local", "down"]);
+    }
+}
+
 #[test]
 fn the_local_cloud_runs_the_real_product_end_to_end() {
     let manifest = workspace_root().join("target/lambda/manifest.json");
@@ -74,7 +83,9 @@ fn the_local_cloud_runs_the_real_product_end_to_end() {
     let api = format!("http://127.0.0.1:{api_port}");
     let run = |args: &[&str]| xtask(&state_dir, &endpoint, api_port, args);
 
-    // 1. local up: moto, the face service and the data plane.
+    // 1. local up: moto, the face service and the data plane; brought down even if the test
+    // fails midway.
+    let _down = Down(&run);
     let up = ok(run(&["local", "up", "--endpoint", &endpoint]), "local up");
     assert!(up.contains("face") && up.contains("started"), "{up}");
     let pids = pids_in(&state_dir);

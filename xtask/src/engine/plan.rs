@@ -301,12 +301,27 @@ fn planned(value: &PlannedValue, indent: &str) -> String {
 /// shortened, so that a plan shows everything that will be sent.
 fn render(value: &Value, indent: &str) -> String {
     const ONE_LINE: usize = 100;
+    let value = &canonical(value);
     let text = value.to_string();
     if text.chars().count() <= ONE_LINE || !(value.is_object() || value.is_array()) {
         return text;
     }
     let pretty = serde_json::to_string_pretty(value).unwrap_or(text);
     pretty.lines().collect::<Vec<_>>().join(&format!("\n{indent}"))
+}
+
+/// The value with every object's keys in sorted order, so that output never depends on
+/// whether serde_json keeps insertion order (a feature some dependencies switch on).
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(entries.into_iter().map(|(key, item)| (key.clone(), canonical(item))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => value.clone(),
+    }
 }
 
 #[cfg(test)]

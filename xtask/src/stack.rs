@@ -3,8 +3,13 @@
 //! [`FUNCTIONS`](crate::functions::FUNCTIONS) lists each Lambda with its route, the
 //! capabilities it needs and the settings it reads. From that table and an environment this
 //! module derives every resource: the upload bucket, and per function an IAM role whose
-//! policy grants exactly those capabilities, a log group, the function, its API
-//! integration, route and invoke permission; plus the HTTP API and its `$default` stage.
+//! policy grants exactly those capabilities, a log group, the function, its `live` alias,
+//! its API integration, route and invoke permission; plus the HTTP API and its `$default`
+//! stage.
+//!
+//! The API invokes each function through its alias, and may invoke nothing else: the
+//! permission is scoped to the alias. A deploy publishes a version and moves the alias to
+//! it; a rollback moves the alias back to an earlier version (see [`crate::cmd::rollback`]).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +22,8 @@ use crate::manifest::Manifest;
 
 /// The prefix clients upload under; the only part of the bucket the functions may touch.
 pub const UPLOAD_PREFIX: &str = "uploads/";
+/// The alias the API invokes.
+pub const LIVE_ALIAS: &str = "live";
 
 /// Everything the stack derives from besides the environment file.
 #[derive(Debug, Clone)]
@@ -66,6 +73,7 @@ pub fn resources(cx: &Context<'_>) -> Result<Vec<Resource>, StackError> {
         resources.push(role(cx, function));
         resources.push(log_group(cx, function));
         resources.push(lambda(cx, function)?);
+        resources.push(alias(function));
         resources.push(integration(cx, function));
         resources.push(route(function));
         resources.push(permission(cx, function));
@@ -201,8 +209,18 @@ fn lambda(cx: &Context<'_>, function: &Function) -> Result<Resource, StackError>
         .input("architecture", settings.architecture.lambda_name())
         .input("environment", json!(environment))
         .input("tags", cx.tags(&id))
+        .input("publish", true)
         // Created first, so Lambda never creates it itself without retention.
         .after(format!("logs.{}", function.name)))
+}
+
+/// The `live` alias, on the function's latest published version.
+fn alias(function: &Function) -> Resource {
+    let target = format!("function.{}", function.name);
+    Resource::new(format!("alias.{}", function.name), Kind::Alias, LIVE_ALIAS)
+        .input("function_name", Reference::to(&target, "name"))
+        .input("name", LIVE_ALIAS)
+        .input("function_version", Reference::to(&target, "version"))
 }
 
 fn api(cx: &Context<'_>) -> Resource {
@@ -226,7 +244,7 @@ fn stage(cx: &Context<'_>) -> Resource {
 fn integration(cx: &Context<'_>, function: &Function) -> Resource {
     Resource::new(format!("integration.{}", function.name), Kind::Integration, cx.physical_name(function.name))
         .input("api_id", Reference::to("api", "id"))
-        .input("function_arn", Reference::to(&format!("function.{}", function.name), "arn"))
+        .input("function_arn", Reference::to(&format!("alias.{}", function.name), "arn"))
         .input("payload_format_version", "2.0")
 }
 
@@ -251,6 +269,7 @@ fn permission(cx: &Context<'_>, function: &Function) -> Resource {
     );
     Resource::new(format!("permission.{}", function.name), Kind::Permission, statement_id.as_str())
         .input("function_name", Reference::to(&format!("function.{}", function.name), "name"))
+        .input("qualifier", Reference::to(&format!("alias.{}", function.name), "name"))
         .input("statement_id", statement_id.as_str())
         .input("principal", "apigateway.amazonaws.com")
         .input("action", "lambda:InvokeFunction")

@@ -17,7 +17,7 @@ use crate::engine::apply::{apply, recover, refresh, Options, Recovered, Refreshe
 use crate::engine::plan::{plan, Plan};
 use crate::engine::resource::Resource;
 use crate::progress::Progress;
-use crate::providers::replace_keys;
+use crate::providers::{replace_keys, AwsRules};
 use crate::session::{self, Session};
 use crate::state::lock::{Lock, LockOptions};
 use crate::state::s3::{ensure_bucket, Transport};
@@ -78,7 +78,7 @@ pub fn run(args: &DeployArgs) -> Result<()> {
         let current = state.as_ref().map(|versioned| versioned.value.clone()).unwrap_or_default();
         let account_id = session.account_id(&current).await?;
         let desired = session.desired(&account_id, &manifest)?;
-        let first_look = plan(&desired, &current, replace_keys, session.env.protect)?;
+        let first_look = plan(&desired, &current, AwsRules, session.env.protect)?;
         if state.is_some() && !first_look.has_changes() && current.pending.is_empty() && !args.refresh {
             print!("{first_look}");
             return Ok(());
@@ -132,7 +132,7 @@ async fn locked_deploy(
             .collect();
         println!("Refreshed {} resources; {} no longer exist: {}", refreshed.len(), gone.len(), gone.join(", "));
     }
-    let plan = plan(desired, writer.state(), replace_keys, session.env.protect)?;
+    let plan = plan(desired, writer.state(), AwsRules, session.env.protect)?;
     print!("{plan}");
     if !plan.has_changes() {
         return Ok(());

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::env_arg::EnvArg;
 use crate::engine::plan::plan;
-use crate::providers::replace_keys;
+use crate::providers::AwsRules;
 use crate::session::{self, Session};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -32,7 +32,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         let state = session.read_state().await?.map(|versioned| versioned.value).unwrap_or_default();
         let account_id = session.account_id(&state).await?;
         let desired = session.desired(&account_id, &manifest)?;
-        let plan = plan(&desired, &state, replace_keys, session.env.protect)?;
+        let plan = plan(&desired, &state, AwsRules, session.env.protect)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {

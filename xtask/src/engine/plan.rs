@@ -109,16 +109,31 @@ impl Plan {
     }
 }
 
+/// What the planner must know of the providers.
+pub trait Rules {
+    /// The input keys of `kind` whose change forces a replacement.
+    fn replace_keys(&self, kind: Kind) -> &'static [&'static str];
+
+    /// The outputs of `kind` that an update changes (a function's published version), so
+    /// that dependents of an updated resource see them as known only after apply.
+    fn outputs_changed_by_update(&self, _kind: Kind) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// A bare `replace_keys` function is rules whose updates change no output.
+impl<F: Fn(Kind) -> &'static [&'static str]> Rules for F {
+    fn replace_keys(&self, kind: Kind) -> &'static [&'static str] {
+        self(kind)
+    }
+}
+
 /// Plans the changes that bring `state` to `desired`.
 ///
-/// `replace_keys` is the providers' knowledge of which input changes force replacement.
-/// With `protect`, deleting or replacing a resource that holds data is an error.
-pub fn plan(
-    desired: &[Resource],
-    state: &StateFile,
-    replace_keys: impl Fn(Kind) -> &'static [&'static str],
-    protect: bool,
-) -> Result<Plan, PlanError> {
+/// `rules` are the providers' knowledge of which input changes force replacement and which
+/// outputs an update changes. With `protect`, deleting or replacing a resource that holds
+/// data is an error.
+pub fn plan(desired: &[Resource], state: &StateFile, rules: impl Rules, protect: bool) -> Result<Plan, PlanError> {
     let by_id: BTreeMap<&ResourceId, &Resource> = desired.iter().map(|resource| (&resource.id, resource)).collect();
     for resource in desired {
         for dependency in resource.dependencies() {
@@ -135,7 +150,7 @@ pub fn plan(
     let mut steps = Vec::with_capacity(order.len());
     for id in &order {
         let resource = by_id[id];
-        let step = plan_resource(resource, state, &actions, &replace_keys);
+        let step = plan_resource(resource, state, &actions, &rules);
         if protect && step.action == Action::Replace && resource.kind.holds_data() {
             return Err(PlanError::Protected { id: id.clone(), kind: resource.kind, name: resource.name.clone(), verb: "replace" });
         }
@@ -172,19 +187,21 @@ pub fn plan(
 
 /// Plans a destroy: every recorded resource is deleted, dependents first.
 pub fn plan_destroy(state: &StateFile, protect: bool) -> Result<Plan, PlanError> {
-    plan(&[], state, |_| &[], protect)
+    plan(&[], state, |_: Kind| -> &'static [&'static str] { &[] }, protect)
 }
 
 fn plan_resource(
     resource: &Resource,
     state: &StateFile,
     actions: &BTreeMap<ResourceId, Action>,
-    replace_keys: &impl Fn(Kind) -> &'static [&'static str],
+    rules: &impl Rules,
 ) -> Step {
     let lookup = |reference: &Reference| -> Option<Value> {
+        let recorded = state.resources.get(&reference.resource)?;
         match actions.get(&reference.resource) {
-            Some(Action::NoOp | Action::Update) => {
-                state.resources.get(&reference.resource)?.outputs.get(&reference.output).cloned()
+            Some(Action::NoOp) => recorded.outputs.get(&reference.output).cloned(),
+            Some(Action::Update) if !rules.outputs_changed_by_update(recorded.kind).contains(&reference.output.as_str()) => {
+                recorded.outputs.get(&reference.output).cloned()
             }
             _ => None,
         }
@@ -205,7 +222,7 @@ fn plan_resource(
         return step(Action::Create, changes);
     };
 
-    let replace = replace_keys(resource.kind);
+    let replace = rules.replace_keys(resource.kind);
     let mut changes = Vec::new();
     if recorded.name != resource.name {
         changes.push(Change {

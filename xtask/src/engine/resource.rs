@@ -52,6 +52,8 @@ pub enum Kind {
     Role,
     LogGroup,
     Function,
+    /// A named pointer to a published version of a function.
+    Alias,
     HttpApi,
     Integration,
     Route,
@@ -60,11 +62,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Bucket,
         Kind::Role,
         Kind::LogGroup,
         Kind::Function,
+        Kind::Alias,
         Kind::HttpApi,
         Kind::Integration,
         Kind::Route,
@@ -79,6 +82,7 @@ impl Kind {
             Kind::Role => "aws_iam_role",
             Kind::LogGroup => "aws_cloudwatch_log_group",
             Kind::Function => "aws_lambda_function",
+            Kind::Alias => "aws_lambda_alias",
             Kind::HttpApi => "aws_apigatewayv2_api",
             Kind::Integration => "aws_apigatewayv2_integration",
             Kind::Route => "aws_apigatewayv2_route",
@@ -94,6 +98,7 @@ impl Kind {
             Kind::Role
             | Kind::LogGroup
             | Kind::Function
+            | Kind::Alias
             | Kind::HttpApi
             | Kind::Integration
             | Kind::Route

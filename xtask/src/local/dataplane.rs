@@ -150,7 +150,8 @@ struct DataPlane {
     /// One runtime per region: `AWS_REGION` is the runtime's.
     runtimes: tokio::sync::Mutex<HashMap<String, Arc<Runtime>>>,
     /// By (region, function name); preparing (fetching code) is serialized.
-    prepared: tokio::sync::Mutex<HashMap<(String, String), Prepared>>,
+    /// By region, function name and qualifier.
+    prepared: tokio::sync::Mutex<HashMap<(String, String, Option<String>), Prepared>>,
     stopping: AtomicBool,
 }
 
@@ -574,7 +575,7 @@ impl DataPlane {
     /// unpacked, its deployed configuration, and the local variables.
     async fn prepare(&self, function: &Function) -> Result<FunctionSpec> {
         let face_url = self.options.state_dir.face_url();
-        let key = (function.region.clone(), function.name.clone());
+        let key = (function.region.clone(), function.name.clone(), function.qualifier.clone());
         let mut prepared = self.prepared.lock().await;
         if let Some(known) = prepared.get(&key) {
             if known.function == *function && known.face_url == face_url {
@@ -766,6 +767,8 @@ mod tests {
             name: "image-analyzer-local-analyze".into(),
             arn: "arn:aws:lambda:us-east-1:123456789012:function:image-analyzer-local-analyze".into(),
             region: "us-east-1".into(),
+            qualifier: Some("live".into()),
+            version: "3".into(),
             code_sha256: "abc=".into(),
             memory_mb: 256,
             timeout: Duration::from_secs(10),

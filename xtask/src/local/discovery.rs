@@ -17,7 +17,7 @@
 //! when its SHA-256 equals `CodeSha256`. Real Lambda answers a presigned URL instead (and
 //! newer APIs `Code.ResolvedS3Object`); both are used when present.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -99,12 +99,17 @@ pub struct Cors {
     pub allow_credentials: bool,
 }
 
-/// A Lambda function's deployed configuration.
+/// A Lambda function's deployed configuration: `$LATEST`, or the version an integration's
+/// qualifier (an alias or a version number) resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Function {
     pub name: String,
     pub arn: String,
     pub region: String,
+    /// The qualifier integrations name it by; `None` for `$LATEST`.
+    pub qualifier: Option<String>,
+    /// `$LATEST` or the published version number.
+    pub version: String,
     /// Base64 of the zip's SHA-256, as Lambda reports it.
     pub code_sha256: String,
     pub memory_mb: u32,
@@ -297,10 +302,13 @@ pub fn account_of_arn(arn: &str) -> Option<&str> {
 }
 
 impl Snapshot {
-    /// The function an integration invokes.
+    /// The function an integration invokes, in the version its qualifier names.
     pub fn function_for(&self, integration: &Integration) -> Option<&Function> {
-        let (region, name, _qualifier) = function_of_uri(&integration.uri)?;
-        self.functions.iter().find(|function| function.region == region && function.name == name)
+        let (region, name, qualifier) = function_of_uri(&integration.uri)?;
+        let qualifier = qualifier.filter(|qualifier| qualifier != "$LATEST");
+        self.functions
+            .iter()
+            .find(|function| function.region == region && function.name == name && function.qualifier == qualifier)
     }
 
     pub fn api(&self, id: &str) -> Option<&Api> {
@@ -394,6 +402,30 @@ impl ControlPlane {
                 snapshot.apis.push(api);
             }
         }
+        // Integrations that name an alias or a version run that version's code and
+        // configuration, which ListFunctions does not show.
+        let mut qualified: Vec<(String, String, String)> = snapshot
+            .apis
+            .iter()
+            .flat_map(|api| api.integrations.values())
+            .filter_map(|integration| function_of_uri(&integration.uri))
+            .filter_map(|(region, name, qualifier)| Some((region, name, qualifier.filter(|q| q != "$LATEST")?)))
+            .collect();
+        qualified.sort();
+        qualified.dedup();
+        for (region, name, qualifier) in qualified {
+            let Some(clients) = self.regions.iter().find(|clients| clients.region == region) else { continue };
+            let found = clients.lambda.get_function_configuration().function_name(&name).qualifier(&qualifier).send().await;
+            match found {
+                Ok(configuration) => {
+                    if let Some(function) = function_of(&configuration, &region, Some(qualifier)) {
+                        snapshot.functions.push(function);
+                    }
+                }
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {}
+                Err(error) => return Err(sdk_error(&format!("Lambda GetFunctionConfiguration {name}:{qualifier}"), error)),
+            }
+        }
         snapshot.apis.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
         Ok(snapshot)
     }
@@ -410,6 +442,7 @@ impl ControlPlane {
             .lambda
             .get_function()
             .function_name(&function.name)
+            .set_qualifier(function.qualifier.clone())
             .send()
             .await
             .map_err(|error| sdk_error("Lambda GetFunction", error))?;
@@ -439,7 +472,16 @@ impl ControlPlane {
 
     /// Looks for `key` in the emulator's buckets (state and artifact buckets first) and
     /// returns the first object whose SHA-256 is `expected`.
+    ///
+    /// moto shares one code record between a function and its published versions, so a
+    /// version's `Code.Location` names the key of `$LATEST`'s code. The deployer's artifact
+    /// store is content-addressed (`<prefix>/<sha256 hex>.zip`), so the version's own code is
+    /// looked for beside it too.
     async fn find_code(&self, function: &str, key: &str, expected: &str) -> Result<Code> {
+        let mut keys = vec![key.to_owned()];
+        if let Some(sibling) = content_addressed_sibling(key, expected) {
+            keys.push(sibling);
+        }
         let listed = self
             .s3
             .list_buckets()
@@ -449,15 +491,17 @@ impl ControlPlane {
         let mut buckets: Vec<&str> = listed.buckets().iter().filter_map(|bucket| bucket.name()).collect();
         buckets.sort_by_key(|bucket| !(bucket.contains("state") || bucket.contains("artifact")));
         let mut mismatches = Vec::new();
-        for bucket in buckets {
-            let Some(bytes) = self.get_object(bucket, key).await? else { continue };
-            let (_, actual) = crate::artifact::sha256(&bytes);
-            if actual == expected {
-                let source = format!("s3://{bucket}/{key}");
-                tracing::debug!("code of {function}: {source}, SHA-256 {actual}");
-                return Ok(Code { bytes, code_sha256: actual, source });
+        for key in &keys {
+            for bucket in &buckets {
+                let Some(bytes) = self.get_object(bucket, key).await? else { continue };
+                let (_, actual) = crate::artifact::sha256(&bytes);
+                if actual == expected {
+                    let source = format!("s3://{bucket}/{key}");
+                    tracing::debug!("code of {function}: {source}, SHA-256 {actual}");
+                    return Ok(Code { bytes, code_sha256: actual, source });
+                }
+                mismatches.push(format!("s3://{bucket}/{key} has SHA-256 {actual}"));
             }
-            mismatches.push(format!("s3://{bucket}/{key} has SHA-256 {actual}"));
         }
         if mismatches.is_empty() {
             bail!("the code of {function} (key {key}, CodeSha256 {expected}) is in no bucket of the emulator");
@@ -483,6 +527,20 @@ impl ControlPlane {
             }
         }
     }
+}
+
+/// `<dir>/<hex of expected>.zip` for a content-addressed `<dir>/<64 hex digits>.zip` key;
+/// `expected` is base64, as Lambda's `CodeSha256`.
+pub fn content_addressed_sibling(key: &str, expected: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (dir, file) = key.rsplit_once('/').map_or(("", key), |(dir, file)| (dir, file));
+    let stem = file.strip_suffix(".zip")?;
+    if stem.len() != 64 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let digest = base64::engine::general_purpose::STANDARD.decode(expected.trim()).ok()?;
+    let sibling = format!("{}.zip", hex::encode(digest));
+    Some(if dir.is_empty() { sibling } else { format!("{dir}/{sibling}") }).filter(|sibling| sibling != key)
 }
 
 /// The `S3Key` in moto's `Code.Location`
@@ -516,30 +574,75 @@ async fn list_functions(clients: &RegionClients) -> Result<Vec<Function>> {
             .send()
             .await
             .map_err(|error| sdk_error(&format!("Lambda ListFunctions ({})", clients.region), error))?;
-        for configuration in page.functions() {
-            let (Some(name), Some(arn)) = (configuration.function_name(), configuration.function_arn()) else {
-                continue;
-            };
-            functions.push(Function {
-                name: name.to_owned(),
-                arn: arn.to_owned(),
-                region: clients.region.clone(),
-                code_sha256: configuration.code_sha256().unwrap_or_default().to_owned(),
-                memory_mb: configuration.memory_size().and_then(|m| u32::try_from(m).ok()).unwrap_or(128),
-                timeout: Duration::from_secs(configuration.timeout().and_then(|t| u64::try_from(t).ok()).unwrap_or(3)),
-                environment: configuration
-                    .environment()
-                    .and_then(|environment| environment.variables())
-                    .map(|variables| variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                    .unwrap_or_default(),
-            });
-        }
+        functions.extend(page.functions().iter().filter_map(|configuration| function_of(configuration, &clients.region, None)));
         match page.next_marker() {
             Some(next) if !next.is_empty() => marker = Some(next.to_owned()),
             _ => return Ok(functions),
         }
     }
 }
+
+/// What the data plane needs of a function's configuration (as ListFunctions and
+/// GetFunctionConfiguration report it); `None` without a name or ARN.
+fn function_of<C: FunctionConfigurationView>(configuration: &C, region: &str, qualifier: Option<String>) -> Option<Function> {
+    let (name, arn) = (configuration.name()?, configuration.arn()?);
+    Some(Function {
+        name: name.to_owned(),
+        arn: arn.to_owned(),
+        region: region.to_owned(),
+        qualifier,
+        version: configuration.version().unwrap_or("$LATEST").to_owned(),
+        code_sha256: configuration.code_sha256().unwrap_or_default().to_owned(),
+        memory_mb: configuration.memory_mb().and_then(|m| u32::try_from(m).ok()).unwrap_or(128),
+        timeout: Duration::from_secs(configuration.timeout().and_then(|t| u64::try_from(t).ok()).unwrap_or(3)),
+        environment: configuration
+            .variables()
+            .map(|variables| variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// The SDK's two shapes of a function's configuration, seen alike.
+trait FunctionConfigurationView {
+    fn name(&self) -> Option<&str>;
+    fn arn(&self) -> Option<&str>;
+    fn version(&self) -> Option<&str>;
+    fn code_sha256(&self) -> Option<&str>;
+    fn memory_mb(&self) -> Option<i32>;
+    fn timeout(&self) -> Option<i32>;
+    fn variables(&self) -> Option<&HashMap<String, String>>;
+}
+
+macro_rules! function_configuration_view {
+    ($type:ty) => {
+        impl FunctionConfigurationView for $type {
+            fn name(&self) -> Option<&str> {
+                self.function_name()
+            }
+            fn arn(&self) -> Option<&str> {
+                self.function_arn()
+            }
+            fn version(&self) -> Option<&str> {
+                <$type>::version(self)
+            }
+            fn code_sha256(&self) -> Option<&str> {
+                <$type>::code_sha256(self)
+            }
+            fn memory_mb(&self) -> Option<i32> {
+                self.memory_size()
+            }
+            fn timeout(&self) -> Option<i32> {
+                <$type>::timeout(self)
+            }
+            fn variables(&self) -> Option<&HashMap<String, String>> {
+                self.environment().and_then(|environment| environment.variables())
+            }
+        }
+    };
+}
+
+function_configuration_view!(aws_sdk_lambda::types::FunctionConfiguration);
+function_configuration_view!(aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput);
 
 fn gateway_error<E, R>(operation: &str, error: aws_sdk_apigatewayv2::error::SdkError<E, R>) -> anyhow::Error
 where
@@ -790,6 +893,19 @@ mod tests {
         );
         assert_eq!(function_of_uri("https://example.com"), None);
         assert_eq!(account_of_arn(arn), Some("123456789012"));
+    }
+
+    #[test]
+    fn a_versions_code_is_looked_for_beside_a_content_addressed_key() {
+        let old = format!("image-analyzer/artifacts/{}.zip", "a".repeat(64));
+        let expected = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0xbb_u8; 32]);
+        assert_eq!(
+            content_addressed_sibling(&old, &expected),
+            Some(format!("image-analyzer/artifacts/{}.zip", "bb".repeat(32)))
+        );
+        assert_eq!(content_addressed_sibling("function-1234", &expected), None, "not content-addressed");
+        let same = format!("{}.zip", "bb".repeat(32));
+        assert_eq!(content_addressed_sibling(&same, &expected), None, "already the right key");
     }
 
     #[test]

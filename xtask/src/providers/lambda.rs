@@ -1,5 +1,10 @@
-//! Lambda functions (Kind::Function) and their resource-policy statements
-//! (Kind::Permission).
+//! Lambda functions (Kind::Function), their aliases (Kind::Alias) and their resource-policy
+//! statements (Kind::Permission).
+//!
+//! Every function publishes versions: creating one publishes version 1, and an update that
+//! changes its code or configuration publishes the next. The function's `version` output is
+//! its latest published version, which the `live` alias points at; API integrations invoke
+//! the alias, so moving the alias (deploy, rollback) is what changes the code that serves.
 //!
 //! Code is deployed from the content-addressed artifact store (see [`super::s3`]), never
 //! inlined: the zip whose SHA-256 is `code_sha256` is uploaded once under its hex SHA-256
@@ -40,6 +45,10 @@ const CONFLICT: &[&str] = &["ResourceConflictException"];
 const CONFIGURATION_KEYS: &[&str] = &["memory_mb", "timeout_seconds", "role_arn", "environment"];
 /// The keys UpdateFunctionCode changes.
 const CODE_KEYS: &[&str] = &["code_sha256", "architecture"];
+/// The keys whose change publishes a new version (`publish` itself: a function first
+/// deployed without versions gets its first one).
+const VERSIONED_KEYS: &[&str] =
+    &["code_sha256", "architecture", "memory_mb", "timeout_seconds", "role_arn", "environment", "publish"];
 
 // ---------------------------------------------------------------------------------------
 // Functions
@@ -68,6 +77,7 @@ pub(super) async fn create_function(p: &AwsProvider, spec: &Spec<'_>) -> Result<
             .architectures(architecture.clone())
             .environment(environment.clone())
             .set_tags((!tags.is_empty()).then(|| hash_map(&tags)))
+            .publish(true)
             .send()
     };
     let created = retry(Backoff::IAM_PROPAGATION, create, role_not_assumable)
@@ -90,14 +100,59 @@ pub(super) async fn update_function(
     if change.any(CONFIGURATION_KEYS) {
         update_configuration(p, spec, change, name).await?;
     }
-    let found = find_named(p, spec, name)
+    let published = if change.any(VERSIONED_KEYS) { Some(publish_version(p, spec, name).await?) } else { None };
+    let mut found = find_named(p, spec, name)
         .await?
         .ok_or_else(|| spec.failed("GetFunction", format!("function {name} does not exist")))?;
     if change.any(&["tags"]) {
         let arn = found.outputs["arn"].as_str().unwrap_or(name);
         update_tags(p, spec, arn, &change.old().tags()?, &spec.tags()?).await?;
     }
+    let version = match published {
+        Some(version) => Some(version),
+        None => change.current.outputs.get("version").and_then(Value::as_str).map(str::to_owned),
+    };
+    if let Some(version) = version {
+        found.outputs.insert("version".to_owned(), json!(version));
+    }
     Ok(found.outputs)
+}
+
+/// Publishes what `$LATEST` is now as a version, once the update has finished, and returns
+/// its number. Lambda returns the latest version instead when nothing changed since; the
+/// expected `CodeSha256` guards against publishing code another writer just uploaded.
+async fn publish_version(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<String, ProviderError> {
+    wait_ready(p, spec, name).await?;
+    let code_sha256 = spec.str("code_sha256")?;
+    let publish = || p.clients.lambda.publish_version().function_name(name).code_sha256(code_sha256).send();
+    let published = retry(Backoff::LAMBDA_CONFLICT, publish, |error| is(error, CONFLICT))
+        .await
+        .map_err(|error| spec.api("PublishVersion", error))?;
+    published.version().map(str::to_owned).ok_or_else(|| spec.failed("PublishVersion", "no Version in the answer"))
+}
+
+/// The highest published version of a function; `None` when it has none.
+async fn latest_version(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<Option<String>, ProviderError> {
+    let mut latest: Option<u64> = None;
+    let mut marker: Option<String> = None;
+    loop {
+        let page = p
+            .clients
+            .lambda
+            .list_versions_by_function()
+            .function_name(name)
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(|error| spec.api("ListVersionsByFunction", error))?;
+        for version in page.versions().iter().filter_map(|v| v.version()?.parse::<u64>().ok()) {
+            latest = latest.max(Some(version));
+        }
+        match page.next_marker() {
+            Some(next) if !next.is_empty() => marker = Some(next.to_owned()),
+            _ => return Ok(latest.map(|version| version.to_string())),
+        }
+    }
 }
 
 pub(super) async fn delete_function(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
@@ -109,8 +164,15 @@ pub(super) async fn delete_function(p: &AwsProvider, spec: &Spec<'_>, name: &str
     }
 }
 
+/// The function, with its latest published version as `version`.
 pub(super) async fn find_function(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
-    find_named(p, spec, spec.str("name")?).await
+    let name = spec.str("name")?;
+    let Some(mut found) = find_named(p, spec, name).await? else { return Ok(None) };
+    match latest_version(p, spec, name).await? {
+        Some(version) => found.outputs.insert("version".to_owned(), json!(version)),
+        None => found.outputs.remove("version"),
+    };
+    Ok(Some(found))
 }
 
 async fn find_named(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<Option<Created>, ProviderError> {
@@ -119,8 +181,8 @@ async fn find_named(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<Opti
         Err(error) if is(&error, NOT_FOUND) => return Ok(None),
         Err(error) => return Err(spec.api("GetFunctionConfiguration", error)),
     };
-    let outputs =
-        outputs(spec, "GetFunctionConfiguration", name, found.function_arn(), found.code_sha256(), found.version())?;
+    // Unqualified, this is `$LATEST`: the published version is the caller's to add.
+    let outputs = outputs(spec, "GetFunctionConfiguration", name, found.function_arn(), found.code_sha256(), None)?;
     Ok(Some(Created { physical_id: name.to_owned(), outputs }))
 }
 
@@ -311,6 +373,79 @@ fn architecture(spec: &Spec<'_>) -> Result<Architecture, ProviderError> {
 
 fn environment(spec: &Spec<'_>) -> Result<Environment, ProviderError> {
     Ok(Environment::builder().set_variables(Some(hash_map(&spec.string_map("environment")?))).build())
+}
+
+// ---------------------------------------------------------------------------------------
+// Aliases
+
+/// Creates the alias; one left by an interrupted run is moved to the desired version.
+pub(super) async fn create_alias(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, ProviderError> {
+    let (function, name, version) = (spec.str("function_name")?, spec.str("name")?, spec.str("function_version")?);
+    let create =
+        || p.clients.lambda.create_alias().function_name(function).name(name).function_version(version).send();
+    match retry(Backoff::LAMBDA_CONFLICT, create, |error| is(error, CONFLICT) && !already_exists(error)).await {
+        Ok(created) => alias_outputs(spec, "CreateAlias", created.alias_arn(), name, version),
+        Err(error) if already_exists(&error) => move_alias(p, spec, function, name, version).await,
+        Err(error) => Err(spec.api("CreateAlias", error)),
+    }
+}
+
+pub(super) async fn update_alias(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+    let (function, version) = (spec.str("function_name")?, spec.str("function_version")?);
+    Ok(move_alias(p, spec, function, change.id(), version).await?.outputs)
+}
+
+async fn move_alias(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    function: &str,
+    name: &str,
+    version: &str,
+) -> Result<Created, ProviderError> {
+    let update =
+        || p.clients.lambda.update_alias().function_name(function).name(name).function_version(version).send();
+    let updated = retry(Backoff::LAMBDA_CONFLICT, update, |error| is(error, CONFLICT))
+        .await
+        .map_err(|error| spec.api("UpdateAlias", error))?;
+    alias_outputs(spec, "UpdateAlias", updated.alias_arn(), name, version)
+}
+
+pub(super) async fn delete_alias(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    let function = spec.str("function_name")?;
+    let delete = || p.clients.lambda.delete_alias().function_name(function).name(name).send();
+    match retry(Backoff::LAMBDA_CONFLICT, delete, |error| is(error, CONFLICT)).await {
+        Ok(_) => Ok(()),
+        Err(error) if is(&error, NOT_FOUND) => Ok(()),
+        Err(error) => Err(spec.api("DeleteAlias", error)),
+    }
+}
+
+pub(super) async fn find_alias(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
+    let (function, name) = (spec.str("function_name")?, spec.str("name")?);
+    match p.clients.lambda.get_alias().function_name(function).name(name).send().await {
+        Ok(found) => {
+            let version = found.function_version().unwrap_or_default();
+            alias_outputs(spec, "GetAlias", found.alias_arn(), name, version).map(Some)
+        }
+        Err(error) if is(&error, NOT_FOUND) => Ok(None),
+        Err(error) => Err(spec.api("GetAlias", error)),
+    }
+}
+
+fn alias_outputs(
+    spec: &Spec<'_>,
+    operation: &'static str,
+    arn: Option<&str>,
+    name: &str,
+    version: &str,
+) -> Result<Created, ProviderError> {
+    let arn = arn.ok_or_else(|| spec.failed(operation, "no AliasArn in the answer"))?;
+    let outputs = Outputs::from([
+        ("arn".to_owned(), json!(arn)),
+        ("name".to_owned(), json!(name)),
+        ("function_version".to_owned(), json!(version)),
+    ]);
+    Ok(Created { physical_id: name.to_owned(), outputs })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 //! | Bucket | [`s3`] | bucket name | `arn`, `name` |
 //! | Role | [`iam`] | role name | `arn`, `name` |
 //! | LogGroup | [`logs`] | log group name | `arn` (without the `:*` suffix), `name` |
-//! | Function | [`lambda`] | function name | `arn`, `name`, `code_sha256`, `version` |
+//! | Function | [`lambda`] | function name | `arn`, `name`, `code_sha256`, `version` (latest published) |
+//! | Alias | [`lambda`] | alias name | `arn`, `name`, `function_version` |
 //! | Permission | [`lambda`] | statement id | `statement_id` |
 //! | HttpApi | [`apigateway`] | API id | `id`, `endpoint` |
 //! | Integration | [`apigateway`] | integration id | `id` |
@@ -142,6 +143,8 @@ fn with_retries(mut clients: Clients) -> Clients {
 /// - Function `name`: no rename. The runtime and handler are fixed by the provider; the code
 ///   and the architecture change with UpdateFunctionCode; role, memory, timeout and
 ///   environment with UpdateFunctionConfiguration; tags with Tag/UntagResource.
+/// - Alias `function_name`, `name`: an alias belongs to one function, and has no rename. The
+///   version it points at changes with UpdateAlias.
 /// - HttpApi: nothing. Its physical id is the generated API id; the name and the CORS
 ///   configuration change with UpdateApi (DeleteCorsConfiguration to remove it), tags with
 ///   Tag/UntagResource. (The protocol type, fixed to HTTP, is the one immutable property.)
@@ -155,10 +158,42 @@ fn with_retries(mut clients: Clients) -> Clients {
 pub fn replace_keys(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Bucket | Kind::Role | Kind::LogGroup | Kind::Function => &["name"],
+        Kind::Alias => &["function_name", "name"],
         Kind::HttpApi => &[],
         Kind::Integration | Kind::Route => &["api_id"],
         Kind::Stage => &["api_id", "name"],
         Kind::Permission => &["function_name", "statement_id", "principal", "action", "source_arn", "qualifier"],
+    }
+}
+
+/// The outputs an in-place update of `kind` changes: updating a function's code or
+/// configuration publishes a new version.
+pub fn outputs_changed_by_update(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Function => &["version"],
+        Kind::Bucket
+        | Kind::Role
+        | Kind::LogGroup
+        | Kind::Alias
+        | Kind::HttpApi
+        | Kind::Integration
+        | Kind::Route
+        | Kind::Stage
+        | Kind::Permission => &[],
+    }
+}
+
+/// What the planner must know of AWS: [`replace_keys`] and [`outputs_changed_by_update`].
+#[derive(Debug, Clone, Copy)]
+pub struct AwsRules;
+
+impl crate::engine::plan::Rules for AwsRules {
+    fn replace_keys(&self, kind: Kind) -> &'static [&'static str] {
+        replace_keys(kind)
+    }
+
+    fn outputs_changed_by_update(&self, kind: Kind) -> &'static [&'static str] {
+        outputs_changed_by_update(kind)
     }
 }
 
@@ -170,6 +205,7 @@ impl Provider for AwsProvider {
             Kind::Role => iam::create(self, &spec).await,
             Kind::LogGroup => logs::create(self, &spec).await,
             Kind::Function => lambda::create_function(self, &spec).await,
+            Kind::Alias => lambda::create_alias(self, &spec).await,
             Kind::Permission => lambda::create_permission(self, &spec).await,
             Kind::HttpApi => apigateway::create_api(self, &spec).await,
             Kind::Integration => apigateway::create_integration(self, &spec).await,
@@ -191,6 +227,7 @@ impl Provider for AwsProvider {
             Kind::Role => iam::update(self, &spec, &change).await,
             Kind::LogGroup => logs::update(self, &spec, &change).await,
             Kind::Function => lambda::update_function(self, &spec, &change).await,
+            Kind::Alias => lambda::update_alias(self, &spec, &change).await,
             Kind::Permission => lambda::update_permission(&spec, &change),
             Kind::HttpApi => apigateway::update_api(self, &spec, &change).await,
             Kind::Integration => apigateway::update_integration(self, &spec, &change).await,
@@ -208,6 +245,7 @@ impl Provider for AwsProvider {
             Kind::Role => iam::delete(self, &spec, id).await,
             Kind::LogGroup => logs::delete(self, &spec, id).await,
             Kind::Function => lambda::delete_function(self, &spec, id).await,
+            Kind::Alias => lambda::delete_alias(self, &spec, id).await,
             Kind::Permission => lambda::delete_permission(self, &spec, id).await,
             Kind::HttpApi => apigateway::delete_api(self, &spec, id).await,
             Kind::Integration => apigateway::delete_integration(self, &spec, id).await,
@@ -223,6 +261,7 @@ impl Provider for AwsProvider {
             Kind::Role => iam::find(self, &spec).await,
             Kind::LogGroup => logs::find(self, &spec).await,
             Kind::Function => lambda::find_function(self, &spec).await,
+            Kind::Alias => lambda::find_alias(self, &spec).await,
             Kind::Permission => lambda::find_permission(self, &spec).await,
             Kind::HttpApi => apigateway::find_api(self, &spec).await,
             Kind::Integration => apigateway::find_integration(self, &spec).await,

@@ -39,13 +39,15 @@ fn resource<'a>(resources: &'a [Resource], id: &str) -> &'a Resource {
 }
 
 #[test]
-fn every_function_gets_a_role_log_group_function_integration_route_and_permission() {
+fn every_function_gets_a_role_log_group_function_alias_integration_route_and_permission() {
     let resources = stack_of(&dev());
     let mut ids: Vec<&str> = resources.iter().map(|r| r.id.as_str()).collect();
     ids.sort();
     assert_eq!(
         ids,
         [
+            "alias.analyze",
+            "alias.upload-url",
             "api",
             "bucket.uploads",
             "function.analyze",
@@ -169,9 +171,69 @@ fn dev_from_empty_plan() {
     let plan = crate::engine::plan::plan(
         &stack_of(&dev()),
         &crate::state::StateFile::new(),
-        crate::providers::replace_keys,
+        crate::providers::AwsRules,
         false,
     )
     .unwrap();
     insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn the_api_invokes_each_function_through_its_live_alias_only() {
+    let resources = stack_of(&dev());
+    for function in ["analyze", "upload-url"] {
+        let alias = resource(&resources, &format!("alias.{function}"));
+        assert_eq!(alias.inputs["name"], "live");
+        assert_eq!(alias.inputs["function_version"], format!("${{function.{function}.version}}"));
+        let integration = resource(&resources, &format!("integration.{function}"));
+        assert_eq!(integration.inputs["function_arn"], format!("${{alias.{function}.arn}}"));
+        let permission = resource(&resources, &format!("permission.{function}"));
+        assert_eq!(permission.inputs["qualifier"], format!("${{alias.{function}.name}}"));
+        assert_eq!(resource(&resources, &format!("function.{function}")).inputs["publish"], true);
+    }
+}
+
+#[test]
+fn a_code_change_moves_the_alias_once_the_new_version_is_published() {
+    use crate::engine::plan::{plan, Action, PlannedValue};
+    use crate::state::{ResourceState, StateFile};
+    let resources = stack_of(&dev());
+    // Everything as deployed, version 3 live...
+    let mut state = StateFile::new();
+    let outputs: crate::engine::resource::Outputs =
+        [("arn", "arn:x"), ("name", "n"), ("id", "i"), ("version", "3"), ("function_version", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+    let lookup = |reference: &crate::engine::resource::Reference| outputs.get(&reference.output).cloned();
+    for resource in &resources {
+        let inputs = resource
+            .inputs
+            .iter()
+            .map(|(key, value)| match crate::engine::resource::resolve(value, &lookup) {
+                crate::engine::resource::Resolved::Known(value) => (key.clone(), value),
+                crate::engine::resource::Resolved::Unknown => unreachable!(),
+            })
+            .collect();
+        let recorded = ResourceState {
+            kind: resource.kind,
+            name: resource.name.clone(),
+            physical_id: resource.name.clone(),
+            inputs,
+            outputs: outputs.clone(),
+            depends_on: resource.dependencies(),
+        };
+        state.resources.insert(resource.id.clone(), recorded);
+    }
+    // ...then new code for analyze.
+    let mut changed = resources.clone();
+    let function = changed.iter_mut().find(|r| r.id.as_str() == "function.analyze").unwrap();
+    function.inputs.insert("code_sha256".to_owned(), json!("bmV3IGNvZGU="));
+    let plan = plan(&changed, &state, crate::providers::AwsRules, false).unwrap();
+    assert_eq!(plan.step("function.analyze").unwrap().action, Action::Update, "{plan}");
+    let alias = plan.step("alias.analyze").unwrap();
+    assert_eq!(alias.action, Action::Update);
+    assert_eq!(alias.changes[0].property, "function_version");
+    assert_eq!(alias.changes[0].new, Some(PlannedValue::KnownAfterApply));
+    assert_eq!(plan.step("alias.upload-url").unwrap().action, Action::NoOp, "the other function's alias stays");
 }

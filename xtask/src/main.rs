@@ -29,6 +29,12 @@ enum Command {
     Outputs(cmd::outputs::OutputsArgs),
     /// Run the client flow against a deployed environment and record the result.
     SmokeTest(cmd::smoke_test::SmokeTestArgs),
+    /// Deploy exactly the code another environment serves and has smoke-tested, then smoke-test it.
+    Promote(cmd::promote::PromoteArgs),
+    /// Move an environment's functions back to the versions of an earlier deployment.
+    Rollback(cmd::rollback::RollbackArgs),
+    /// List an environment's deployments: code hashes, versions, who, smoke-test results.
+    History(cmd::history::HistoryArgs),
     /// Run the cloud on this machine: the AWS emulator and the deployed HTTP APIs (up, down, status).
     Local(cmd::local::LocalArgs),
     /// Remove a stuck state lock, named by its id.
@@ -55,6 +61,9 @@ fn main() -> ExitCode {
         Command::Destroy(args) => cmd::destroy::run(args).map(|()| ExitCode::SUCCESS),
         Command::Outputs(args) => cmd::outputs::run(args).map(|()| ExitCode::SUCCESS),
         Command::SmokeTest(args) => cmd::smoke_test::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Promote(args) => cmd::promote::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Rollback(args) => cmd::rollback::run(args).map(|()| ExitCode::SUCCESS),
+        Command::History(args) => cmd::history::run(args).map(|()| ExitCode::SUCCESS),
         Command::Local(args) => cmd::local::run(args).map(|()| ExitCode::SUCCESS),
         Command::Unlock(args) => cmd::unlock::run(args).map(|()| ExitCode::SUCCESS),
         Command::Test(args) => cmd::test::run(args).map(|()| ExitCode::SUCCESS),

@@ -2,7 +2,8 @@
 //!
 //! A no-op deploy reads the state, compares, and stops: it takes no lock and writes nothing.
 //! Otherwise it takes the lock, resolves what an interrupted run left pending, plans again
-//! under the lock, shows the plan, asks for confirmation, and applies.
+//! under the lock, shows the plan, asks for confirmation, applies, and records the
+//! deployment in the environment's history (see [`crate::rollout`]).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
@@ -13,14 +14,15 @@ use tokio::sync::{watch, Mutex};
 
 use super::build::{self, BuildArgs};
 use super::env_arg::EnvArg;
-use crate::engine::apply::{apply, recover, refresh, Options, Recovered, Refreshed, Report};
+use crate::engine::apply::{apply, Options, Report};
 use crate::engine::plan::{plan, Plan};
 use crate::engine::resource::Resource;
+use crate::history::Origin;
 use crate::progress::Progress;
-use crate::providers::{replace_keys, AwsRules};
+use crate::providers::AwsRules;
+use crate::rollout::{self, ApplyOptions, Desired, Record};
 use crate::session::{self, Session};
-use crate::state::lock::{Lock, LockOptions};
-use crate::state::s3::{ensure_bucket, Transport};
+use crate::state::lock::Lock;
 use crate::state::writer::StateWriter;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -91,55 +93,24 @@ pub fn run(args: &DeployArgs) -> Result<()> {
                 return Err(error);
             }
         }
-        if state.is_none() {
-            let transport = Transport::for_endpoint(crate::aws::endpoint(&session.env).as_deref());
-            ensure_bucket(&session.clients.s3, &session.state_bucket, &session.env.region, transport).await?;
-        }
-        let options = LockOptions::new("deploy").timeout(args.lock_timeout.unwrap_or(Duration::ZERO));
-        let lock = Lock::acquire(session.store.clone(), &options).await?;
-        let result = locked_deploy(&session, &desired, &manifest, &account_id, args, &lock).await;
-        let released = lock.release().await;
-        result?;
-        released?;
+        let options = ApplyOptions {
+            operation: "deploy",
+            yes: args.yes,
+            parallelism: args.parallelism,
+            lock_timeout: args.lock_timeout.unwrap_or(Duration::ZERO),
+            refresh: args.refresh,
+        };
+        let record = Record {
+            origin: Origin::Deploy,
+            git: rollout::git(),
+            functions: None,
+            config_digest: rollout::config_digest(&session.env)?,
+            warning: None,
+        };
+        let provider = session.provider(Some(&manifest));
+        rollout::apply_and_record(&session, &account_id, Desired::Stack(desired), provider, &options, record, state.is_none()).await?;
         Ok(())
     })
-}
-
-async fn locked_deploy(
-    session: &Session,
-    desired: &[Resource],
-    manifest: &crate::manifest::Manifest,
-    account_id: &str,
-    args: &DeployArgs,
-    lock: &Lock<crate::state::s3::S3Store>,
-) -> Result<()> {
-    let mut writer = StateWriter::open(session.store.clone()).await?;
-    if writer.state().account_id.as_deref() != Some(account_id) {
-        writer.set_account_id(account_id).await?;
-    }
-    let provider = Arc::new(session.provider(Some(manifest)));
-    for recovered in recover(provider.as_ref(), &mut writer, replace_keys).await? {
-        println!("{}", describe_recovery(&recovered));
-    }
-    if args.refresh {
-        let refreshed = refresh(provider.as_ref(), &mut writer).await?;
-        let gone: Vec<String> = refreshed
-            .iter()
-            .filter_map(|r| match r {
-                Refreshed::Gone { id } => Some(id.to_string()),
-                Refreshed::Exists { .. } => None,
-            })
-            .collect();
-        println!("Refreshed {} resources; {} no longer exist: {}", refreshed.len(), gone.len(), gone.join(", "));
-    }
-    let plan = plan(desired, writer.state(), AwsRules, session.env.protect)?;
-    print!("{plan}");
-    if !plan.has_changes() {
-        return Ok(());
-    }
-    confirm(args.yes, "deploy")?;
-    let report = run_plan(&plan, desired, provider, writer, args.parallelism, lock).await?;
-    finish(&report)
 }
 
 /// Applies a plan with progress on stderr, stopping cleanly on Ctrl-C or a lost lock.
@@ -147,13 +118,13 @@ pub async fn run_plan(
     plan: &Plan,
     desired: &[Resource],
     provider: Arc<crate::providers::AwsProvider>,
-    writer: StateWriter<crate::state::s3::S3Store>,
+    writer: Arc<Mutex<StateWriter<crate::state::s3::S3Store>>>,
     parallelism: usize,
     lock: &Lock<crate::state::s3::S3Store>,
 ) -> Result<Report> {
     let (cancel, cancelled) = watch::channel(false);
     let options = Options::new(parallelism).cancelled_by(cancelled);
-    let work = apply(plan, desired, provider, Arc::new(Mutex::new(writer)), Arc::new(Progress::new()), options);
+    let work = apply(plan, desired, provider, writer, Arc::new(Progress::new()), options);
     tokio::pin!(work);
     let report = tokio::select! {
         report = &mut work => report?,
@@ -181,18 +152,6 @@ pub fn finish(report: &Report) -> Result<()> {
     match &report.stopped {
         Some(why) if failures.is_empty() => bail!("the run stopped: {why}"),
         _ => bail!("the run did not complete:\n{}", failures.join("\n")),
-    }
-}
-
-fn describe_recovery(recovered: &Recovered) -> String {
-    match recovered {
-        Recovered::Adopted { id, physical_id } => {
-            format!("Recovered {id}: an interrupted run created {physical_id}; adopted it.")
-        }
-        Recovered::NeverCreated { id } => format!("Recovered {id}: an interrupted create never happened."),
-        Recovered::UpdateRetried { id } => format!("Recovered {id}: an interrupted update will be applied again."),
-        Recovered::Deleted { id } => format!("Recovered {id}: an interrupted delete had completed."),
-        Recovered::StillExists { id } => format!("Recovered {id}: an interrupted delete did not happen."),
     }
 }
 

@@ -57,6 +57,7 @@ pub fn run(args: &DestroyArgs) -> Result<()> {
                 return Ok(());
             }
             confirm(args.yes, "destroy")?;
+            let writer = Arc::new(tokio::sync::Mutex::new(writer));
             let report = run_plan(&plan, &[], provider, writer, args.parallelism, &lock).await?;
             finish(&report)
         }

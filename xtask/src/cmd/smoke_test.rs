@@ -3,7 +3,8 @@
 //! 1. GET /upload-url, 2. PUT a bundled photo with the signed content type, 3. POST /analyze;
 //! for the astronaut photo exactly one face, dominant emotion HAPPY; for a photo without a
 //! face, zero faces; and a bad fileKey is a 400. The result is recorded in the environment's
-//! state, with the artifact hashes it tested, for promotion to check.
+//! state, with the artifact hashes it tested, and on the current deployment of its history,
+//! for promotion to check.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::env_arg::EnvArg;
 use super::outputs::{api_url, Outputs};
+use crate::history::{self, History};
 use crate::session::Session;
 use crate::state::lock::{now_rfc3339, Lock, LockOptions};
 use crate::state::writer::StateWriter;
@@ -57,31 +59,11 @@ pub struct SmokeTest {
 pub fn run(args: &SmokeTestArgs) -> Result<()> {
     super::runtime()?.block_on(async {
         let session = Session::open(&args.env.name).await?;
-        let state = session
-            .read_state()
-            .await?
-            .with_context(|| format!("environment `{}` has never been deployed", args.env.name))?
-            .value;
-        let outputs = Outputs::from_state(&args.env.name, &state);
-        let url = api_url(&session, &state)?;
-        let artifacts: BTreeMap<String, String> = outputs
-            .functions
-            .iter()
-            .filter_map(|(function, output)| Some((function.clone(), output.code_sha256.clone()?)))
-            .collect();
-
-        let steps = flow(&url).await;
-        let result = SmokeTest { time: now_rfc3339(), passed: steps.iter().all(|s| s.passed), api_url: url, artifacts, steps };
-        record(&session, &result).await?;
-
+        let result = test_and_record(&session).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&result)?);
         } else {
-            println!("Smoke test of `{}` at {}", args.env.name, result.api_url);
-            for step in &result.steps {
-                let mark = if step.passed { "ok  " } else { "FAIL" };
-                println!("  {mark} {:<28} {:>6} ms  {}", step.name, step.latency_ms, step.detail);
-            }
+            print_result(&args.env.name, &result);
         }
         if let Some(failed) = result.steps.iter().find(|step| !step.passed) {
             bail!("smoke test failed at `{}`: {}", failed.name, failed.detail);
@@ -91,6 +73,36 @@ pub fn run(args: &SmokeTestArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Runs the flow against the environment's API and records the result, on the current
+/// deployment too when it tested that deployment's code. A failed flow is a result, not an
+/// error.
+pub async fn test_and_record(session: &Session) -> Result<SmokeTest> {
+    let env = &session.env.name;
+    let state = session.read_state().await?.with_context(|| format!("environment `{env}` has never been deployed"))?.value;
+    let url = api_url(session, &state)?;
+    // The code that serves: the current deployment's (after a rollback, not `$LATEST`).
+    let artifacts = match History::from_state(env, &state)?.current() {
+        Some(deployment) => deployment.hashes(),
+        None => Outputs::from_state(env, &state)
+            .functions
+            .iter()
+            .filter_map(|(function, output)| Some((function.clone(), output.code_sha256.clone()?)))
+            .collect(),
+    };
+    let steps = flow(&url).await;
+    let result = SmokeTest { time: now_rfc3339(), passed: steps.iter().all(|s| s.passed), api_url: url, artifacts, steps };
+    record(session, &result).await?;
+    Ok(result)
+}
+
+pub fn print_result(env: &str, result: &SmokeTest) {
+    println!("Smoke test of `{env}` at {}", result.api_url);
+    for step in &result.steps {
+        let mark = if step.passed { "ok  " } else { "FAIL" };
+        println!("  {mark} {:<28} {:>6} ms  {}", step.name, step.latency_ms, step.detail);
+    }
 }
 
 /// Appends the result to the environment's record, under the lock.
@@ -105,7 +117,16 @@ async fn record(session: &Session, result: &SmokeTest) -> Result<()> {
         results.push(serde_json::to_value(result)?);
         let excess = results.len().saturating_sub(KEEP);
         results.drain(..excess);
-        writer.set_record(RECORD, Value::Array(results)).await?;
+        let mut history = History::from_state(&session.env.name, writer.state())?;
+        let attached = history.attach_smoke_test(result);
+        writer
+            .update(|state| {
+                state.records.insert(RECORD.to_owned(), Value::Array(results));
+                if attached {
+                    state.records.insert(history::RECORD.to_owned(), history.to_value());
+                }
+            })
+            .await?;
         anyhow::Ok(())
     }
     .await;

@@ -513,7 +513,19 @@ impl DataPlane {
             tracing::warn!("the function of integration {} ({}) does not exist", integration.id, integration.uri);
             return (internal_server_error(), what("(no such function)"));
         };
-        let what = |detail: &str| format!("{} {route_key} -> {}{detail}", api.id, function.name);
+        let function = match self.control.resolve(function).await {
+            Ok(function) => function,
+            Err(error) => {
+                tracing::error!("cannot resolve {}: {error:#}", function.name);
+                return (internal_server_error(), format!("{} {route_key} -> {} (alias unavailable)", api.id, function.name));
+            }
+        };
+        let function = &function;
+        let target = match &function.qualifier {
+            Some(qualifier) => format!("{}:{qualifier} (version {})", function.name, function.version),
+            None => function.name.clone(),
+        };
+        let what = |detail: &str| format!("{} {route_key} -> {target}{detail}", api.id);
         let spec = match self.prepare(function).await {
             Ok(spec) => spec,
             Err(error) => {

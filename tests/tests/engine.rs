@@ -38,7 +38,7 @@ const UPLOAD_BUCKET: &str = "image-analyzer-local-uploads-123456789012";
 const FUNCTIONS: [&str; 2] = ["upload-url", "analyze"];
 /// bucket, API, stage, and per function: role, log group, function, integration, route,
 /// permission.
-const STACK_SIZE: usize = 15;
+const STACK_SIZE: usize = 17;
 
 // ---------------------------------------------------------------------------------------
 // Synthetic builds
@@ -374,11 +374,29 @@ impl Aws {
         for function in functions.functions() {
             let name = function.function_name().unwrap_or_default();
             items.push(format!("function:{name}"));
-            for statement in self.permission_statements(name).await {
-                items.push(format!(
-                    "permission:{name}/{}",
-                    statement["Sid"].as_str().unwrap_or_default()
-                ));
+            let aliases = self
+                .lambda
+                .list_aliases()
+                .function_name(name)
+                .send()
+                .await
+                .expect("ListAliases");
+            let mut qualifiers = vec![None];
+            for alias in aliases.aliases() {
+                let alias = alias.name().unwrap_or_default();
+                items.push(format!("alias:{name}/{alias}"));
+                qualifiers.push(Some(alias.to_owned()));
+            }
+            // A statement id is unique within a function's policy; the policy of the
+            // function and of its aliases are read, each statement listed once.
+            let mut sids = BTreeSet::new();
+            for qualifier in qualifiers {
+                for statement in self.permission_statements(name, qualifier.as_deref()).await {
+                    sids.insert(statement["Sid"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+            for sid in sids {
+                items.push(format!("permission:{name}/{sid}"));
             }
         }
         let apis = self.apigateway.get_apis().send().await.expect("GetApis");
@@ -427,11 +445,12 @@ impl Aws {
     }
 
     /// The statements of a function's resource policy (none without a policy).
-    async fn permission_statements(&self, function: &str) -> Vec<Value> {
+    async fn permission_statements(&self, function: &str, qualifier: Option<&str>) -> Vec<Value> {
         match self
             .lambda
             .get_policy()
             .function_name(function)
+            .set_qualifier(qualifier.map(str::to_owned))
             .send()
             .await
         {
@@ -494,6 +513,11 @@ fn recorded(state: &StateFile) -> BTreeSet<String> {
                     resource.inputs["api_id"].as_str().unwrap(),
                     resource.physical_id
                 ),
+                Kind::Alias => format!(
+                    "{kind}:{}/{}",
+                    resource.inputs["function_name"].as_str().unwrap(),
+                    resource.physical_id
+                ),
                 Kind::Permission => {
                     format!(
                         "{kind}:{}/{}",
@@ -550,6 +574,7 @@ async fn assert_converged(aws: &Aws) {
         ("role", 2),
         ("log_group", 2),
         ("function", 2),
+        ("alias", 2),
         ("http_api", 1),
         ("integration", 2),
         ("route", 2),
@@ -648,8 +673,8 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
         serde_json::to_string(&run.calls).unwrap()
     );
     assert!(
-        run.stdout.contains("15 added"),
-        "the summary counts 15 creates:\n{}",
+        run.stdout.contains(&format!("{STACK_SIZE} added")),
+        "the summary counts {STACK_SIZE} creates:\n{}",
         run.stdout
     );
     assert_converged(&aws).await;
@@ -901,8 +926,8 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
             Some(UPLOAD_BUCKET)
         );
 
-        // Its invoke permission names this API and its route.
-        let statements = aws.permission_statements(&name).await;
+        // Its invoke permission, on the `live` alias, names this API and its route.
+        let statements = aws.permission_statements(&name, Some("live")).await;
         assert_eq!(statements.len(), 1, "{statements:?}");
         let statement = &statements[0];
         let route = if function == "analyze" {
@@ -940,8 +965,8 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
         let uri = integration.integration_uri().expect("an integration URI");
         let function = FUNCTIONS
             .into_iter()
-            .find(|f| uri.ends_with(&format!(":function:{PREFIX}{f}")))
-            .expect("a function's ARN");
+            .find(|f| uri.ends_with(&format!(":function:{PREFIX}{f}:live")))
+            .unwrap_or_else(|| panic!("the integration targets a function's live alias: {uri}"));
         integration_of.insert(function, integration.integration_id().unwrap().to_owned());
     }
     assert_eq!(integration_of.len(), 2, "one integration per function");
@@ -1084,10 +1109,11 @@ async fn a_memory_change_is_exactly_one_configuration_update() {
 
     let plan = plan_json(&moto, &build, &env);
     let steps = changing_steps(&plan);
+    let ids: Vec<&str> = steps.iter().map(|step| step["id"].as_str().unwrap()).collect();
     assert_eq!(
-        steps.len(),
-        1,
-        "exactly one step changes something: {steps:#?}"
+        ids,
+        ["function.analyze", "alias.analyze"],
+        "the function and its alias change, nothing else: {steps:#?}"
     );
     let step = steps[0];
     assert_eq!(step["id"], "function.analyze");
@@ -1103,14 +1129,18 @@ async fn a_memory_change_is_exactly_one_configuration_update() {
     run.assert_success("deploy with 512 MB");
     assert!(
         run.stdout
-            .contains("0 added, 1 changed, 0 replaced, 0 destroyed"),
+            .contains("0 added, 2 changed, 0 replaced, 0 destroyed"),
         "{}",
         run.stdout
     );
     assert_eq!(
         run.stack_mutations(),
-        BTreeMap::from([("Lambda:UpdateFunctionConfiguration".to_owned(), 1)]),
-        "one UpdateFunctionConfiguration and no other change to the stack: {:?}",
+        BTreeMap::from([
+            ("Lambda:UpdateFunctionConfiguration".to_owned(), 1),
+            ("Lambda:PublishVersion".to_owned(), 1),
+            ("Lambda:UpdateAlias".to_owned(), 1)
+        ]),
+        "a new configuration, published as a version the alias moves to, and no other change: {:?}",
         run.calls
     );
     let s3_writes: BTreeSet<String> = run
@@ -1178,13 +1208,16 @@ async fn a_code_change_updates_only_that_functions_code() {
 
     let plan = plan_json(&moto, &second, &[]);
     let steps = changing_steps(&plan);
+    let ids: Vec<&str> = steps.iter().map(|step| step["id"].as_str().unwrap()).collect();
     assert_eq!(
-        steps.len(),
-        1,
-        "exactly one step changes something: {steps:#?}"
+        ids,
+        ["function.analyze", "alias.analyze"],
+        "the function and its alias change, nothing else: {steps:#?}"
     );
-    assert_eq!(steps[0]["id"], "function.analyze");
     assert_eq!(steps[0]["action"], "update");
+    assert_eq!(steps[1]["action"], "update");
+    assert_eq!(steps[1]["changes"][0]["property"], "function_version");
+    assert_eq!(steps[1]["changes"][0]["new"]["state"], "known_after_apply");
     let properties: Vec<&str> = steps[0]["changes"]
         .as_array()
         .unwrap()
@@ -1197,8 +1230,12 @@ async fn a_code_change_updates_only_that_functions_code() {
     run.assert_success("deploy of new analyze code");
     assert_eq!(
         run.stack_mutations(),
-        BTreeMap::from([("Lambda:UpdateFunctionCode".to_owned(), 1)]),
-        "one UpdateFunctionCode and no other change to the stack: {:?}",
+        BTreeMap::from([
+            ("Lambda:UpdateFunctionCode".to_owned(), 1),
+            ("Lambda:PublishVersion".to_owned(), 1),
+            ("Lambda:UpdateAlias".to_owned(), 1)
+        ]),
+        "new code, published as a version the alias moves to, and no other change to the stack: {:?}",
         run.calls
     );
     let code = |function: &str| {
@@ -1448,8 +1485,9 @@ async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_witho
     let missing = (STACK_SIZE - state.resources.len()) as u64;
     assert!(
         (missing - state.pending.len() as u64..=missing).contains(&creates),
-        "only the missing resources are created ({missing} missing, {} pending): {:?}",
+        "only the missing resources are created ({missing} missing, {} pending; recorded {:?}): {:?}",
         state.pending.len(),
+        state.resources.keys().collect::<Vec<_>>(),
         resumed.calls
     );
     assert_converged(&aws).await;
@@ -1600,7 +1638,7 @@ async fn destroy_leaves_nothing_of_the_stack_but_the_state_bucket() {
 
     let run = xtask(&moto, &["destroy", "--env", ENV, "--yes"]);
     run.assert_success("destroy");
-    assert!(run.stdout.contains("15 destroyed"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("{STACK_SIZE} destroyed")), "{}", run.stdout);
     assert_no_stack(&aws).await;
     assert_eq!(
         aws.bucket_names().await,
@@ -1667,7 +1705,7 @@ async fn deploy_without_a_terminal_or_yes_refuses_and_creates_nothing() {
         run.stderr
     );
     assert!(
-        run.stdout.contains("15 to add"),
+        run.stdout.contains(&format!("{STACK_SIZE} to add")),
         "it shows what it would have done:\n{}",
         run.stdout
     );

@@ -348,7 +348,7 @@ async fn function_lifecycle() {
     assert_eq!(created.physical_id, name);
     assert_eq!(created.outputs["arn"], format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"));
     assert_eq!(created.outputs["code_sha256"], zip.base64.as_str(), "Lambda reports base64 of the zip's SHA-256");
-    assert_eq!(created.outputs["version"], "$LATEST");
+    assert_eq!(created.outputs["version"], "1", "creating publishes version 1");
     let key = format!("{ARTIFACT_PREFIX}/{}.zip", zip.hex);
     p.clients.s3.head_object().bucket(ARTIFACTS).key(&key).send().await.expect("the zip is in the artifact store");
     let function = lambda.get_function().function_name(name).send().await.unwrap();
@@ -362,16 +362,67 @@ async fn function_lifecycle() {
     let configuration = lambda.get_function_configuration().function_name(name).send().await.unwrap();
     assert_eq!(configuration.memory_size(), Some(512));
     assert_eq!(configuration.timeout(), Some(10));
+    assert_eq!(state.outputs["version"], "2", "a configuration change publishes a version");
 
     let mut code = state.inputs.clone();
     code.insert("code_sha256".to_owned(), json!(rebuilt.base64));
     let outputs = p.update(&state, &code, &["code_sha256".to_owned()]).await.unwrap();
     assert_eq!(outputs["code_sha256"], rebuilt.base64.as_str());
+    assert_eq!(outputs["version"], "3", "a code change publishes a version");
+    let version_2 = lambda.get_function_configuration().function_name(name).qualifier("2").send().await.unwrap();
+    assert_eq!(version_2.code_sha256(), Some(zip.base64.as_str()), "published versions keep their code");
     let state = ResourceState { inputs: code, outputs, ..state };
 
     let state = update(&p, &state, "tags", json!({"project": "image-analyzer", "environment": "test"})).await;
     let tags = lambda.list_tags().resource(state.outputs["arn"].as_str().unwrap()).send().await.unwrap();
     assert_eq!(tags.tags().and_then(|t| t.get("environment")).map(String::as_str), Some("test"));
+    assert_eq!(state.outputs["version"], "3", "tags are not versioned: nothing is published");
+    let found = p.find(Kind::Function, name, &state.inputs).await.unwrap().unwrap();
+    assert_eq!(found.outputs["version"], "3", "finding a function reports its latest published version");
+
+    find_then_delete_twice(&p, &state).await;
+}
+
+#[tokio::test]
+async fn alias_lifecycle() {
+    let moto = Moto::start().unwrap();
+    let p = provider(&moto, "us-east-1").await;
+    let role_arn = function_prerequisites(&p, "ia-test-alias").await;
+    let name = "ia-test-alias";
+    let (zip, rebuilt) = (LambdaZip::new(b"first"), LambdaZip::new(b"second"));
+    let p = knowing(&p, &[&zip, &rebuilt]);
+    let function = p.create(Kind::Function, name, &function_inputs(name, &role_arn, &zip)).await.unwrap();
+    let function = recorded(Kind::Function, name, &function, &function_inputs(name, &role_arn, &zip));
+    let mut code = function.inputs.clone();
+    code.insert("code_sha256".to_owned(), json!(rebuilt.base64));
+    assert_eq!(p.update(&function, &code, &["code_sha256".to_owned()]).await.unwrap()["version"], "2");
+
+    let inputs = inputs(json!({"function_name": name, "name": "live", "function_version": "1"}));
+    let created = p.create(Kind::Alias, "live", &inputs).await.unwrap();
+    assert_eq!(created.physical_id, "live");
+    assert_eq!(created.outputs["arn"], format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:live"));
+    assert_eq!(created.outputs["function_version"], "1");
+    let state = recorded(Kind::Alias, "live", &created, &inputs);
+    let live = |state: &ResourceState| {
+        let lambda = p.clients.lambda.clone();
+        let function = state.inputs["function_name"].as_str().unwrap().to_owned();
+        async move {
+            let found = lambda.get_alias().function_name(function).name("live").send().await.unwrap();
+            found.function_version().unwrap().to_owned()
+        }
+    };
+
+    let state = update(&p, &state, "function_version", json!("2")).await;
+    assert_eq!(live(&state).await, "2", "the alias moved forward");
+    let state = update(&p, &state, "function_version", json!("1")).await;
+    assert_eq!(live(&state).await, "1", "and back");
+
+    // One left by an interrupted run is taken over and moved where the inputs say.
+    let again = p.create(Kind::Alias, "live", &state.inputs.clone().into_iter().map(|(k, v)| {
+        if k == "function_version" { (k, json!("2")) } else { (k, v) }
+    }).collect()).await.unwrap();
+    assert_eq!(again.outputs["function_version"], "2");
+    assert_eq!(live(&state).await, "2");
 
     find_then_delete_twice(&p, &state).await;
 }

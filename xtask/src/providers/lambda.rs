@@ -41,6 +41,9 @@ pub const HANDLER: &str = "bootstrap";
 
 const NOT_FOUND: &[&str] = &["ResourceNotFoundException"];
 const CONFLICT: &[&str] = &["ResourceConflictException"];
+/// What "already exists" comes as: AWS says ResourceConflictException; moto, for aliases,
+/// ConflictException.
+const EXISTS: &[&str] = &["ResourceConflictException", "ConflictException"];
 /// The configuration keys UpdateFunctionConfiguration changes.
 const CONFIGURATION_KEYS: &[&str] = &["memory_mb", "timeout_seconds", "role_arn", "environment"];
 /// The keys UpdateFunctionCode changes.
@@ -586,7 +589,7 @@ async fn remove_permission(p: &AwsProvider, spec: &Spec<'_>, statement: &Stateme
 
 /// "The statement id (...) provided already exists."
 fn already_exists<E: ProvideErrorMetadata>(error: &CallError<E>) -> bool {
-    is(error, CONFLICT) && error.message().is_some_and(|message| message.contains("already exists"))
+    is(error, EXISTS) && error.message().is_some_and(|message| message.contains("already exists"))
 }
 
 #[cfg(test)]

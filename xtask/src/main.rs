@@ -41,6 +41,9 @@ enum Command {
     Unlock(cmd::unlock::UnlockArgs),
     /// Run every test, installing what the tests need, and check reproducible builds.
     Test(cmd::test::TestArgs),
+    /// Measure deploys, API calls, sizes, cold starts, latency, build and face analysis on a
+    /// private local cloud; write target/bench/report.json and report.md.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Local(args) => cmd::local::run(args).map(|()| ExitCode::SUCCESS),
         Command::Unlock(args) => cmd::unlock::run(args).map(|()| ExitCode::SUCCESS),
         Command::Test(args) => cmd::test::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => cmd::bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     if let Err(error) = xtask::calls::write_log() {
         eprintln!("warning: could not write the API call log: {error}");

@@ -7,6 +7,10 @@
 //!
 //! Without images it uses the bundled test photos and a synthetic 1920x1280 image holding 32
 //! copies of the astronaut at about 30 px per face (which exercises the tiling).
+//!
+//! With `--json` (as `cargo xtask bench` runs it) it prints one JSON object instead: the
+//! model load time and the whole per-image time (decode and analysis) for the astronaut photo
+//! (one face) and for three copies of it side by side (three faces), medians of 5 runs.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,6 +39,13 @@ fn main() -> Result<()> {
         None => root.join("target/local/models"),
     };
     let paths = ensure_models(&models)?;
+    let json = match args.iter().position(|a| a == "--json") {
+        Some(i) => {
+            args.remove(i);
+            true
+        }
+        None => false,
+    };
 
     let loads: Vec<Duration> = (0..RUNS)
         .map(|_| {
@@ -42,11 +53,14 @@ fn main() -> Result<()> {
             Analyzer::load(&paths).map(|_| start.elapsed())
         })
         .collect::<Result<_>>()?;
-    println!(
-        "model load (BlazeFace, TinyFaceDetector, expression, age/gender), median of {RUNS}: {:?}",
-        median(loads)
-    );
+    let load = median(loads);
     let analyzer = Analyzer::load(&paths)?;
+    if json {
+        return print_json(&root, &analyzer, load);
+    }
+    println!(
+        "model load (BlazeFace, TinyFaceDetector, expression, age/gender), median of {RUNS}: {load:?}"
+    );
 
     let mut images: Vec<(String, DecodedImage)> = Vec::new();
     let files: Vec<PathBuf> = if args.is_empty() {
@@ -123,5 +137,63 @@ fn main() -> Result<()> {
             per_face(age)
         );
     }
+    Ok(())
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// The `--json` report: model load, and per-image times for one and three faces.
+fn print_json(root: &std::path::Path, analyzer: &Analyzer, load: Duration) -> Result<()> {
+    let path = root.join("tests/fixtures/photos/astronaut.jpg");
+    let one = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let decoded = input::decode(&one).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let (width, height) = (decoded.image.width(), decoded.image.height());
+    let mut canvas = image::RgbImage::from_pixel(width * 3, height, image::Rgb([128, 128, 128]));
+    for copy in 0..3 {
+        image::imageops::replace(&mut canvas, &decoded.image, i64::from(copy * width), 0);
+    }
+    let mut three = Vec::new();
+    image::DynamicImage::ImageRgb8(canvas)
+        .write_to(&mut std::io::Cursor::new(&mut three), image::ImageFormat::Png)
+        .context("encoding the three-face image")?;
+
+    let mut images = Vec::new();
+    for (name, bytes, expected) in [
+        ("astronaut.jpg, 512x512".to_owned(), one, 1),
+        (format!("three astronauts side by side, {}x{height} PNG", width * 3), three, 3),
+    ] {
+        let mut decode = Vec::new();
+        let mut analyze = Vec::new();
+        let mut faces = 0;
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            let image = input::decode(&bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let decoded_at = start.elapsed();
+            let answer = analyzer.detect_faces(&image, AttributeSet::ALL)?;
+            analyze.push(start.elapsed() - decoded_at);
+            decode.push(decoded_at);
+            faces = answer.face_details.len();
+        }
+        anyhow::ensure!(
+            faces == expected,
+            "{name}: found {faces} faces, expected {expected}"
+        );
+        let (decode, analyze) = (median(decode), median(analyze));
+        images.push(serde_json::json!({
+            "image": name,
+            "faces": faces,
+            "decode_ms": millis(decode),
+            "analysis_ms": millis(analyze),
+            "total_ms": millis(decode + analyze),
+        }));
+    }
+    let report = serde_json::json!({
+        "runs": RUNS,
+        "model_load_ms": millis(load),
+        "images": images,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

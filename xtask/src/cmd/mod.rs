@@ -1,5 +1,6 @@
 //! One module per `cargo xtask` command. Each exposes its clap `Args` and a `run`.
 
+pub mod bench;
 pub mod build;
 pub mod demo;
 pub mod deploy;

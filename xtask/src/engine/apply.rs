@@ -168,7 +168,8 @@ pub async fn apply<P: Provider, S: StateStore>(
             let (provider, writer, resource) = (provider.clone(), writer.clone(), resources.get(&id).cloned());
             running.spawn(async move {
                 let start = Instant::now();
-                let result = execute(&step, resource.as_ref(), provider.as_ref(), &writer).await;
+                let work = execute(&step, resource.as_ref(), provider.as_ref(), &writer);
+                let result = crate::calls::in_step(step.id.as_str(), work).await;
                 (step.id, result, start.elapsed())
             });
         }

@@ -249,10 +249,22 @@ pub fn listens(address: SocketAddr) -> bool {
 /// A minimal HTTP/1.1 GET for health checks: the status code and body. No dependencies, no
 /// runtime: `up`, `status` and `down` are synchronous.
 pub fn http_get(address: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    http_request(address, "GET", path, timeout)
+}
+
+/// An empty `POST` to `address`; (status, body).
+pub fn http_post(address: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    http_request(address, "POST", path, timeout)
+}
+
+fn http_request(address: SocketAddr, method: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&address, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: */*\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: */*\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response);
@@ -335,6 +347,14 @@ pub fn up(config: &LocalConfig) -> Result<Vec<ProcessStatus>> {
             Err(error)
         }
     }
+}
+
+/// Starts moto alone (no data plane, no face service) unless it already runs; for
+/// benchmarks, which keep the emulator free of the data plane's polling.
+pub fn start_emulator(config: &LocalConfig) -> Result<ProcessStatus> {
+    std::fs::create_dir_all(config.state_dir.dir())
+        .with_context(|| format!("creating {}", config.state_dir.dir().display()))?;
+    Ok(ensure_moto(config)?.0)
 }
 
 /// Starts moto unless it (or another emulator) already answers at the endpoint.

@@ -1241,6 +1241,19 @@ pub enum ExtractError {
     Write { path: PathBuf, source: io::Error },
 }
 
+/// The `bootstrap` of a deployment package, read into memory.
+pub fn read_bootstrap(zip_bytes: &[u8]) -> Result<Vec<u8>, ExtractError> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip_bytes))?;
+    let mut entry = match archive.by_name("bootstrap") {
+        Ok(entry) => entry,
+        Err(zip::result::ZipError::FileNotFound) => return Err(ExtractError::NoBootstrap),
+        Err(error) => return Err(error.into()),
+    };
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry.read_to_end(&mut bytes).map_err(|e| ExtractError::Zip(e.into()))?;
+    Ok(bytes)
+}
+
 /// Extracts the `bootstrap` of a deployment package to `<dir>/<sha256 hex>/bootstrap`
 /// (mode 0755) and returns its path, after checking that the zip's SHA-256 is
 /// `expected_code_sha256` (base64, as Lambda reports `CodeSha256`). Idempotent: an existing
@@ -1256,14 +1269,7 @@ pub fn extract_bootstrap(zip_bytes: &[u8], expected_code_sha256: &str, dir: &Pat
     if target.is_file() {
         return Ok(target);
     }
-    let mut archive = zip::ZipArchive::new(Cursor::new(zip_bytes))?;
-    let mut entry = match archive.by_name("bootstrap") {
-        Ok(entry) => entry,
-        Err(zip::result::ZipError::FileNotFound) => return Err(ExtractError::NoBootstrap),
-        Err(error) => return Err(error.into()),
-    };
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
-    entry.read_to_end(&mut bytes).map_err(|e| ExtractError::Zip(e.into()))?;
+    let bytes = read_bootstrap(zip_bytes)?;
     let write_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ExtractError::Write { path, source }

@@ -7,7 +7,8 @@
 //!
 //! Every mutation is journaled: a pending entry is saved before the cloud is touched and
 //! the result after. A crash in between leaves the pending entry, which [`recover`] resolves
-//! on the next run by looking the resource up under its deterministic name.
+//! on the next run by looking the resource up under its deterministic name. Steps that
+//! journal at the same time share writes ([`Journal`], group commit).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use super::plan::{Action, Plan, Step};
 use super::provider::{Created, Provider};
 use super::resource::{resolve, Inputs, Kind, Reference, Resolved, Resource, ResourceId};
 use crate::state::{Operation, Pending, ResourceState, StateStore, StoreError};
+use crate::state::journal::{Change, Journal};
 use crate::state::writer::StateWriter;
 
 /// How a step ended.
@@ -158,6 +160,7 @@ pub async fn apply<P: Provider, S: StateStore>(
     let mut stopped: Option<String> = None;
     let mut state_error: Option<StoreError> = None;
     let mut running: JoinSet<(ResourceId, Result<Action, StepError>, Duration)> = JoinSet::new();
+    let journal = Arc::new(Journal::new(writer));
     let mut cancel = options.cancel.clone();
 
     loop {
@@ -165,10 +168,10 @@ pub async fn apply<P: Provider, S: StateStore>(
             let Some(id) = ready.pop_first() else { break };
             let step = steps[&id].clone();
             observer.started(&step);
-            let (provider, writer, resource) = (provider.clone(), writer.clone(), resources.get(&id).cloned());
+            let (provider, journal, resource) = (provider.clone(), journal.clone(), resources.get(&id).cloned());
             running.spawn(async move {
                 let start = Instant::now();
-                let work = execute(&step, resource.as_ref(), provider.as_ref(), &writer);
+                let work = execute(&step, resource.as_ref(), provider.as_ref(), &journal);
                 let result = crate::calls::in_step(step.id.as_str(), work).await;
                 (step.id, result, start.elapsed())
             });
@@ -274,7 +277,7 @@ async fn execute<P: Provider, S: StateStore>(
     step: &Step,
     resource: Option<&Resource>,
     provider: &P,
-    writer: &Mutex<StateWriter<S>>,
+    writer: &Journal<S>,
 ) -> Result<Action, StepError> {
     match step.action {
         Action::NoOp => Ok(Action::NoOp),
@@ -297,8 +300,8 @@ async fn execute<P: Provider, S: StateStore>(
 
 /// The resource's inputs with every reference resolved against the recorded outputs. The
 /// graph guarantees the referenced resources have been applied.
-async fn resolved_inputs<S: StateStore>(resource: &Resource, writer: &Mutex<StateWriter<S>>) -> Result<Inputs, StepError> {
-    let writer = writer.lock().await;
+async fn resolved_inputs<S: StateStore>(resource: &Resource, journal: &Journal<S>) -> Result<Inputs, StepError> {
+    let writer = journal.writer().lock().await;
     let state = writer.state();
     let lookup = |reference: &Reference| state.resources.get(&reference.resource)?.outputs.get(&reference.output).cloned();
     let mut inputs = Inputs::new();
@@ -324,7 +327,7 @@ fn now() -> String {
 async fn create<P: Provider, S: StateStore>(
     resource: &Resource,
     provider: &P,
-    writer: &Mutex<StateWriter<S>>,
+    writer: &Journal<S>,
 ) -> Result<(), StepError> {
     let inputs = resolved_inputs(resource, writer).await?;
     let depends_on = resource.dependencies();
@@ -336,7 +339,7 @@ async fn create<P: Provider, S: StateStore>(
         depends_on: depends_on.clone(),
         started_at: now(),
     };
-    writer.lock().await.begin(resource.id.clone(), pending).await?;
+    writer.record(Change::Begin(resource.id.clone(), pending)).await?;
     // On failure the pending entry stays: a partly created resource is found and adopted by
     // the next run instead of becoming an orphan.
     let created = provider.create(resource.kind, &resource.name, &inputs).await.map_err(|e| StepError::Provider(e.to_string()))?;
@@ -348,17 +351,17 @@ async fn create<P: Provider, S: StateStore>(
         outputs: created.outputs,
         depends_on,
     };
-    writer.lock().await.finish_create_or_update(resource.id.clone(), recorded).await?;
+    writer.record(Change::Recorded(resource.id.clone(), recorded)).await?;
     Ok(())
 }
 
 async fn update<P: Provider, S: StateStore>(
     resource: &Resource,
     provider: &P,
-    writer: &Mutex<StateWriter<S>>,
+    writer: &Journal<S>,
 ) -> Result<Action, StepError> {
     let inputs = resolved_inputs(resource, writer).await?;
-    let current = writer.lock().await.state().resources.get(&resource.id).cloned();
+    let current = writer.writer().lock().await.state().resources.get(&resource.id).cloned();
     let current = current.ok_or_else(|| StepError::Provider(format!("{} is not recorded in state", resource.id)))?;
     let keys: BTreeSet<&String> = inputs.keys().chain(current.inputs.keys()).collect();
     let changed: Vec<String> = keys.into_iter().filter(|key| inputs.get(*key) != current.inputs.get(*key)).cloned().collect();
@@ -374,21 +377,21 @@ async fn update<P: Provider, S: StateStore>(
         depends_on: depends_on.clone(),
         started_at: now(),
     };
-    writer.lock().await.begin(resource.id.clone(), pending).await?;
+    writer.record(Change::Begin(resource.id.clone(), pending)).await?;
     let outputs = provider.update(&current, &inputs, &changed).await.map_err(|e| StepError::Provider(e.to_string()))?;
     let mut merged = current.outputs.clone();
     merged.extend(outputs);
     let recorded = ResourceState { inputs, outputs: merged, depends_on, ..current };
-    writer.lock().await.finish_create_or_update(resource.id.clone(), recorded).await?;
+    writer.record(Change::Recorded(resource.id.clone(), recorded)).await?;
     Ok(Action::Update)
 }
 
 async fn delete<P: Provider, S: StateStore>(
     id: &ResourceId,
     provider: &P,
-    writer: &Mutex<StateWriter<S>>,
+    writer: &Journal<S>,
 ) -> Result<(), StepError> {
-    let current = writer.lock().await.state().resources.get(id).cloned();
+    let current = writer.writer().lock().await.state().resources.get(id).cloned();
     let Some(current) = current else { return Ok(()) };
     let pending = Pending {
         operation: Operation::Delete,
@@ -398,9 +401,9 @@ async fn delete<P: Provider, S: StateStore>(
         depends_on: current.depends_on.clone(),
         started_at: now(),
     };
-    writer.lock().await.begin(id.clone(), pending).await?;
+    writer.record(Change::Begin(id.clone(), pending)).await?;
     provider.delete(&current).await.map_err(|e| StepError::Provider(e.to_string()))?;
-    writer.lock().await.finish_delete(id).await?;
+    writer.record(Change::Deleted(id.clone())).await?;
     Ok(())
 }
 

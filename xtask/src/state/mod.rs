@@ -16,6 +16,7 @@ pub mod lock;
 pub mod memory;
 pub mod s3;
 pub mod store;
+pub mod journal;
 pub mod writer;
 
 pub use store::{StateStore, StoreError, Versioned};

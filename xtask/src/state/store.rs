@@ -33,7 +33,7 @@ pub struct LockInfo {
     pub expires_at: String,
 }
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// Someone else wrote the document since it was read: nothing was overwritten.
     #[error("the state at {location} was changed by another writer (expected version {expected}); nothing was overwritten")]

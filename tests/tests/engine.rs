@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use e2e::Moto;
-use serde_json::Value;
+use serde_json::{json, Value};
 use xtask::arch::Arch;
 use xtask::calls::Counts;
 use xtask::engine::resource::{Kind, ResourceId};
@@ -1721,5 +1721,77 @@ async fn deploy_without_a_terminal_or_yes_refuses_and_creates_nothing() {
         aws.bucket_names().await,
         Vec::<String>::new(),
         "not even the state bucket"
+    );
+}
+
+#[tokio::test]
+async fn drift_finds_changes_and_deletions_made_behind_the_tools_back_but_not_reordered_policies() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    deploy(&moto, &build).assert_success("deploy");
+    let aws = Aws::new(&moto).await;
+
+    let clean = xtask(&moto, &["drift", "--env", ENV]);
+    clean.assert_success("drift right after a deploy");
+    assert!(clean.stdout.contains(&format!("Drift: {STACK_SIZE} in sync, 0 changed, 0 deleted.")), "{}", clean.stdout);
+    assert_eq!(clean.mutations(), BTreeMap::new(), "drift only reads: {:?}", clean.calls);
+
+    // Behind the tool's back: the same policy with its statements and actions reordered (no
+    // drift), a widened policy, a memory change, a deleted route.
+    let role = format!("{PREFIX}upload-url");
+    let document = aws.iam.get_role_policy().role_name(&role).policy_name("least-privilege").send().await.unwrap();
+    let text = document.policy_document();
+    let decoded = percent_encoding::percent_decode_str(text).decode_utf8_lossy();
+    let mut policy: Value = serde_json::from_str(text).or_else(|_| serde_json::from_str(&decoded)).unwrap();
+    let statements = policy["Statement"].as_array_mut().unwrap();
+    statements.reverse();
+    for statement in statements.iter_mut() {
+        if let Value::Array(actions) = &mut statement["Action"] {
+            actions.reverse();
+        }
+    }
+    aws.iam.put_role_policy().role_name(&role).policy_name("least-privilege").policy_document(policy.to_string()).send().await.unwrap();
+    let wide = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]});
+    let analyze = format!("{PREFIX}analyze");
+    aws.iam.put_role_policy().role_name(&analyze).policy_name("least-privilege").policy_document(wide.to_string()).send().await.unwrap();
+    aws.lambda.update_function_configuration().function_name(&analyze).memory_size(1024).send().await.unwrap();
+    let state = aws.state().await.unwrap();
+    let route = &state.resources[&xtask::engine::resource::ResourceId::new("route.upload-url")];
+    aws.apigateway
+        .delete_route()
+        .api_id(route.inputs["api_id"].as_str().unwrap())
+        .route_id(&route.physical_id)
+        .send()
+        .await
+        .unwrap();
+
+    let drifted = xtask(&moto, &["drift", "--env", ENV]);
+    assert_eq!(drifted.code(), Some(2), "drift exits 2:\n{}\n{}", drifted.stdout, drifted.stderr);
+    let out = &drifted.stdout;
+    assert!(out.contains(&format!("Drift: {} in sync, 2 changed, 1 deleted.", STACK_SIZE - 3)), "{out}");
+    assert!(out.contains("memory_mb: 256 (state) != 1024 (live)"), "{out}");
+    assert!(out.contains("~ role.analyze") && out.contains("+ {\"Action\":[\"s3:*\"]"), "{out}");
+    assert!(!out.contains("role.upload-url"), "a reordered policy is not drift: {out}");
+    assert!(out.contains("- route.upload-url"), "{out}");
+    println!("drift: {} AWS calls: {}", drifted.total_calls(), serde_json::to_string(&drifted.calls).unwrap());
+
+    let json_run = xtask(&moto, &["drift", "--env", ENV, "--json"]);
+    assert_eq!(json_run.code(), Some(2));
+    let report: Value = serde_json::from_str(&json_run.stdout).unwrap();
+    let statuses: BTreeMap<String, String> = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] != "in_sync")
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), r["status"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeMap::from([
+            ("function.analyze".to_owned(), "changed".to_owned()),
+            ("role.analyze".to_owned(), "changed".to_owned()),
+            ("route.upload-url".to_owned(), "deleted".to_owned()),
+        ])
     );
 }

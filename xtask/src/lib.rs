@@ -7,6 +7,7 @@ pub mod bench;
 pub mod calls;
 pub mod cmd;
 pub mod config;
+pub mod drift;
 pub mod engine;
 pub mod fingerprint;
 pub mod functions;

@@ -25,6 +25,9 @@ enum Command {
     Deploy(cmd::deploy::DeployArgs),
     /// Delete every resource of an environment, in reverse dependency order.
     Destroy(cmd::destroy::DestroyArgs),
+    /// Compare every recorded resource with the cloud; exit 2 on drift.
+    #[command(visible_alias = "refresh")]
+    Drift(cmd::drift::DriftArgs),
     /// Print a deployed environment's API URL, bucket, functions and code hashes.
     Outputs(cmd::outputs::OutputsArgs),
     /// Run the client flow against a deployed environment and record the result.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => cmd::plan::run(args),
         Command::Deploy(args) => cmd::deploy::run(args).map(|()| ExitCode::SUCCESS),
         Command::Destroy(args) => cmd::destroy::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Drift(args) => cmd::drift::run(args),
         Command::Outputs(args) => cmd::outputs::run(args).map(|()| ExitCode::SUCCESS),
         Command::SmokeTest(args) => cmd::smoke_test::run(args).map(|()| ExitCode::SUCCESS),
         Command::Promote(args) => cmd::promote::run(args).map(|()| ExitCode::SUCCESS),

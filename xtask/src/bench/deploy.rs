@@ -3,6 +3,7 @@
 //! and operation, and the engine step each was made for.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -165,12 +166,8 @@ impl OperationRun {
     }
 }
 
-/// Runs the five operations in order against `endpoint`, with at most `parallelism`
-/// resource operations at once. The emulator must hold nothing of the environment.
-pub fn run_all(workload: &Workload, endpoint: &str, parallelism: usize) -> Result<Vec<OperationRun>> {
-    Operation::ALL.iter().map(|&operation| run(workload, operation, endpoint, parallelism)).collect()
-}
-
+/// Runs one operation against `endpoint`, with at most `parallelism` resource operations
+/// at once.
 pub fn run(workload: &Workload, operation: Operation, endpoint: &str, parallelism: usize) -> Result<OperationRun> {
     let (command, manifest, environments) = match operation {
         Operation::FromEmpty | Operation::NoOp => ("deploy", &workload.manifest, &workload.environments),
@@ -178,15 +175,39 @@ pub fn run(workload: &Workload, operation: Operation, endpoint: &str, parallelis
         Operation::ConfigChange => ("deploy", &workload.changed_manifest, &workload.changed_environments),
         Operation::Destroy => ("destroy", &workload.changed_manifest, &workload.changed_environments),
     };
+    let parallelism = parallelism.to_string();
+    let mut args: Vec<&OsStr> = [command, "--env", ENVIRONMENT, "--yes"].map(OsStr::new).to_vec();
+    if command == "deploy" {
+        args.extend(["--parallelism", &parallelism, "--manifest"].map(OsStr::new));
+        args.push(manifest.as_os_str());
+    }
+    let (wall, calls, trace) = measure(workload, &args, environments, endpoint)?;
+    tracing::info!(operation = operation.label(), wall_ms = wall.as_millis() as u64, calls = crate::calls::total(&calls), "measured");
+    Ok(OperationRun { operation, wall, calls, trace })
+}
+
+/// `xtask drift` of the deployed environment, which must find no drift.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftRun {
+    pub wall: Duration,
+    pub calls: Counts,
+}
+
+pub fn drift(workload: &Workload, endpoint: &str) -> Result<DriftRun> {
+    let args = ["drift", "--env", ENVIRONMENT].map(OsStr::new);
+    let (wall, calls, _) = measure(workload, &args, &workload.environments, endpoint)?;
+    Ok(DriftRun { wall, calls })
+}
+
+/// Runs xtask with `args` against `endpoint`; its wall time, call counts and call trace.
+/// A failure (any non-zero exit) is an error showing its output.
+fn measure(workload: &Workload, args: &[&OsStr], environments: &Path, endpoint: &str) -> Result<(Duration, Counts, Vec<Call>)> {
     let run_id = uuid::Uuid::new_v4();
     let (counts_file, trace_file) =
         (workload.logs.join(format!("calls-{run_id}.json")), workload.logs.join(format!("trace-{run_id}.json")));
     let mut xtask = Command::new(&workload.xtask);
-    xtask.args([command, "--env", ENVIRONMENT, "--yes"]);
-    if command == "deploy" {
-        xtask.args(["--parallelism", &parallelism.to_string(), "--manifest"]).arg(manifest);
-    }
     xtask
+        .args(args)
         .current_dir(&workload.root)
         .env("AWS_ENDPOINT_URL", endpoint)
         .env(crate::config::ENVIRONMENTS_DIR_ENV, environments)
@@ -200,25 +221,24 @@ pub fn run(workload: &Workload, operation: Operation, endpoint: &str, parallelis
     for variable in ["AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "IMAGE_ANALYZER_ENV"] {
         xtask.env_remove(variable);
     }
+    let shown = crate::process::display(&xtask);
     let started = Instant::now();
-    let output = xtask.output().with_context(|| format!("running {}", workload.xtask.display()))?;
+    let output = xtask.output().with_context(|| format!("running {shown}"))?;
     let wall = started.elapsed();
     if !output.status.success() {
         bail!(
-            "`xtask {command} --env {ENVIRONMENT}` ({}) failed with {}:\n{}\n{}",
-            operation.label(),
+            "`{shown}` failed with {}:\n{}\n{}",
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
     }
     let read = |path: &Path| -> Result<String> {
-        std::fs::read_to_string(path).with_context(|| format!("xtask {command} wrote no call log at {}", path.display()))
+        std::fs::read_to_string(path).with_context(|| format!("`{shown}` wrote no call log at {}", path.display()))
     };
     let calls: Counts = serde_json::from_str(&read(&counts_file)?)?;
     let trace: Vec<Call> = serde_json::from_str(&read(&trace_file)?)?;
-    tracing::info!(operation = operation.label(), wall_ms = wall.as_millis() as u64, calls = crate::calls::total(&calls), "measured");
-    Ok(OperationRun { operation, wall, calls, trace })
+    Ok((wall, calls, trace))
 }
 
 /// The longest chain of calls that must happen one after another: the calls made outside

@@ -19,6 +19,7 @@ pub struct Report {
     pub sizes: BTreeMap<String, Size>,
     pub latency: Vec<FunctionLatency>,
     pub build: BuildTimes,
+    pub drift: DriftReport,
     /// What the face-analysis example printed (model load, per-image times).
     pub face_analysis: Option<serde_json::Value>,
     /// Why face analysis was not measured, when it was not.
@@ -83,6 +84,14 @@ pub struct BuildTimes {
     /// `cargo xtask build --force` with nothing changed: cargo-lambda runs, cargo finds
     /// everything fresh, the zips are written again.
     pub no_change_forced_s: f64,
+}
+
+/// `xtask drift` of the freshly deployed stack (no drift).
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    pub wall_ms: f64,
+    pub total_calls: u64,
+    pub calls: Counts,
 }
 
 /// A figure next to its target.
@@ -326,6 +335,16 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "- full release build of both Lambdas, from clean: {full}");
     let _ = writeln!(out, "- rebuild with no change: {:.2} s; forced through cargo-lambda: {:.2} s", b.no_change_s, b.no_change_forced_s);
 
+    let _ = writeln!(out, "\n## Drift check\n");
+    let _ = writeln!(
+        out,
+        "`cargo xtask drift --env {}` of the deployed stack: {} calls in {:.0} ms ({}).",
+        report.deploy.environment,
+        report.drift.total_calls,
+        report.drift.wall_ms,
+        list_calls(&report.drift.calls)
+    );
+
     let _ = writeln!(out, "\n## Local face analysis\n");
     match (&report.face_analysis, &report.face_analysis_skipped) {
         (Some(face), _) => {
@@ -413,6 +432,11 @@ mod tests {
             sizes,
             latency,
             build,
+            drift: DriftReport {
+                wall_ms: 80.0,
+                total_calls: 3,
+                calls: BTreeMap::from([("Lambda".to_owned(), BTreeMap::from([("GetFunction".to_owned(), 2)])), ("S3".to_owned(), BTreeMap::from([("GetObject".to_owned(), 1)]))]),
+            },
             face_analysis: None,
             face_analysis_skipped: Some("no npm".into()),
             targets,

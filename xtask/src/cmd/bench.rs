@@ -8,7 +8,8 @@
 //!    straight, then through a proxy adding `--delay` to every request, then the same with
 //!    `--parallelism 1`; wall time and every AWS call by service and operation.
 //! 4. Cold start and warm latency of both deployed bootstraps under the local Runtime API.
-//! 5. Local face analysis: model load, per-image time for one and for three faces.
+//! 5. `drift` of the deployed stack: wall time and calls.
+//! 6. Local face analysis: model load, per-image time for one and for three faces.
 //!
 //! Nothing of a running local cloud (`cargo xtask local up`) is touched.
 
@@ -26,7 +27,7 @@ use crate::arch::Arch;
 use crate::bench::deploy::{self, Operation, OperationRun, Workload};
 use crate::bench::latency;
 use crate::bench::proxy::LatencyProxy;
-use crate::bench::report::{self, BuildTimes, DeployReport, Machine, OperationReport, Report, Size};
+use crate::bench::report::{self, BuildTimes, DeployReport, DriftReport, Machine, OperationReport, Report, Size};
 use crate::local::cloud::{self, LocalConfig, Overrides};
 use crate::manifest::Manifest;
 use crate::process;
@@ -122,6 +123,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let face_url = cloud.start_face()?;
     let env = crate::config::Environment::load(&crate::config::environments_dir(), deploy::ENVIRONMENT)?;
     runtime.block_on(sequence_step(&workload, &cloud.config.endpoint, args.parallelism, Operation::FromEmpty))?;
+    println!("==> Drift check of the deployed stack");
+    let drift = deploy::drift(&workload, &cloud.config.endpoint)?;
     let photo = root.join("tests/fixtures/photos/astronaut.jpg");
     let plan = latency::Plan {
         endpoint: &cloud.config.endpoint,
@@ -143,6 +146,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
 
     let targets = report::judge(&deploy, &sizes, &latency, &build);
+    let drift = DriftReport { wall_ms: millis(drift.wall), total_calls: crate::calls::total(&drift.calls), calls: drift.calls };
     let report = Report {
         date: crate::state::lock::now_rfc3339(),
         machine: machine()?,
@@ -150,6 +154,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         sizes,
         latency,
         build,
+        drift,
         face_analysis,
         face_analysis_skipped,
         targets,

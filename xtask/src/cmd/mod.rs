@@ -5,6 +5,7 @@ pub mod build;
 pub mod demo;
 pub mod deploy;
 pub mod destroy;
+pub mod drift;
 pub mod env_arg;
 pub mod history;
 pub mod local;

@@ -36,6 +36,7 @@ mod error;
 pub mod iam;
 mod inputs;
 pub mod lambda;
+mod live;
 pub mod logs;
 pub mod retry;
 pub mod s3;

@@ -36,6 +36,9 @@ pub struct Call {
     /// (state reads, the lock, history).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// Whether it wrote the state journal (see [`journaling`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub journal: bool,
     /// Microseconds since the process made its first call.
     pub at_us: u64,
 }
@@ -46,6 +49,12 @@ static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 tokio::task_local! {
     static STEP: String;
+    static JOURNAL: ();
+}
+
+/// Runs `work` with every AWS call it makes marked as a write of the state journal.
+pub async fn journaling<F: Future>(work: F) -> F::Output {
+    JOURNAL.scope((), work).await
 }
 
 /// Runs `work` with every AWS call it makes attributed to engine step `step`.
@@ -77,6 +86,7 @@ impl Intercept for CallCounter {
                 service: metadata.service().to_owned(),
                 operation: metadata.name().to_owned(),
                 step: STEP.try_with(Clone::clone).ok(),
+                journal: JOURNAL.try_with(|_| ()).is_ok(),
                 at_us: u64::try_from(EPOCH.elapsed().as_micros()).unwrap_or(u64::MAX),
             };
             TRACE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(call);

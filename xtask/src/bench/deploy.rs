@@ -312,7 +312,7 @@ mod tests {
     use super::*;
 
     fn call(step: Option<&str>) -> Call {
-        Call { service: "S3".into(), operation: "PutObject".into(), step: step.map(str::to_owned), at_us: 0 }
+        Call { service: "S3".into(), operation: "PutObject".into(), step: step.map(str::to_owned), journal: false, at_us: 0 }
     }
 
     fn graph(edges: &[(&str, &[&str])]) -> BTreeMap<ResourceId, BTreeSet<ResourceId>> {

@@ -59,8 +59,11 @@ pub struct OperationReport {
     pub delayed_ms: f64,
     pub delayed_total_calls: u64,
     pub serial_ms: f64,
-    /// How many resource steps made calls (each journals twice: pending, then the result).
+    /// How many resource steps made calls.
     pub steps: u64,
+    /// State writes journalling those steps (pending before, result after each mutation;
+    /// steps journalling at once share a write).
+    pub journal_writes: u64,
     pub critical_path: CriticalPath,
     /// wall time under the delay ÷ (critical-path calls × delay).
     pub ratio_to_critical_path: f64,
@@ -130,19 +133,26 @@ pub fn judge(
         });
     }
     if let Some(empty) = operation(Operation::FromEmpty) {
-        let journal = 2 * empty.steps;
+        let outside = empty.critical_path.outside_steps;
+        let own = empty.total_calls.saturating_sub(outside + empty.journal_writes);
         targets.push(Target {
             what: "from-empty deploy".into(),
             target: "≤ 30 API calls, retries included".into(),
             measured: format!("{} calls", empty.total_calls),
             met: empty.total_calls <= 30,
             note: format!(
-                "{journal} of them are state writes made inside the resource steps (the journal: pending before, \
-                 result after each mutation), {} are made outside the steps (state bucket, lock, state read, \
-                 history), the rest are the resources' own calls, several per resource (the bucket's public-access \
-                 block, encryption, CORS, lifecycle and tags are separate S3 calls). Journalling several steps in \
-                 one write (group commit) would remove most of the journal writes without weakening crash safety",
-                empty.critical_path.outside_steps
+                "{own} are the {} resources' own calls (S3 takes one request per bucket setting: public-access \
+                 block, encryption, CORS, lifecycle, tags), {} are state writes journalling the steps (group \
+                 commit: steps that journal at once share a write), and {outside} are made outside the steps \
+                 (the account id, the state bucket, the lock, reading state, recording the deployment). {}",
+                empty.steps,
+                empty.journal_writes,
+                if own > 30 {
+                    "The resources' own calls alone are over 30, so the target cannot be met without dropping one \
+                     of the bucket's safeguards or the per-resource checks"
+                } else {
+                    "Fewer journal writes (one per wave of the graph) would close the rest"
+                }
             ),
         });
         targets.push(Target {
@@ -153,11 +163,20 @@ pub fn judge(
                 empty.ratio_to_critical_path, empty.delayed_ms, empty.critical_path.calls, deploy.delay_ms
             ),
             met: empty.ratio_to_critical_path <= 1.3,
-            note: format!(
-                "the engine runs independent steps at once ({:.2} × the time of --parallelism 1), but every \
-                 journal write goes through one writer, one at a time, so parallel steps queue for it",
-                empty.ratio_to_serial
-            ),
+            note: if empty.ratio_to_critical_path <= 1.3 {
+                format!(
+                    "steps start as soon as their dependencies finish and steps that journal at once share a state \
+                     write, so the deploy takes {:.2} × the time of --parallelism 1",
+                    empty.ratio_to_serial
+                )
+            } else {
+                format!(
+                    "steps run in parallel ({:.2} × the time of --parallelism 1), but a journal write that arrives \
+                     while another is in flight waits for it, and each call also costs the emulator's own time \
+                     on top of the injected delay",
+                    empty.ratio_to_serial
+                )
+            },
         });
     }
     for (function, size) in sizes {
@@ -395,6 +414,7 @@ mod tests {
             delayed_total_calls: calls,
             serial_ms: delayed_ms * 2.0,
             steps: 3,
+            journal_writes: 4,
             critical_path: CriticalPath { calls: path_calls, outside_steps: 2, path: vec![("role.analyze".to_owned(), path_calls - 2)] },
             ratio_to_critical_path: delayed_ms / (path_calls * 50) as f64,
             ratio_to_serial: 0.5,

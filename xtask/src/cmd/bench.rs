@@ -107,6 +107,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             delayed_total_calls: delayed.total_calls(),
             serial_ms: millis(serial.wall),
             steps: steps as u64,
+            journal_writes: direct.trace.iter().filter(|call| call.journal).count() as u64,
             ratio_to_critical_path: delayed_ms / (critical_path.calls.max(1) * delay_ms.max(1)) as f64,
             ratio_to_serial: delayed_ms / millis(serial.wall),
             critical_path,

@@ -81,13 +81,12 @@ impl<S: StateStore> Journal<S> {
         }
         let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let (changes, waiting): (Vec<Change>, Vec<_>) = batch.into_iter().map(|queued| (queued.change, queued.saved)).unzip();
-        let result = writer
-            .update(|state| {
-                for change in changes {
-                    change.apply(state);
-                }
-            })
-            .await;
+        let write = writer.update(|state| {
+            for change in changes {
+                change.apply(state);
+            }
+        });
+        let result = crate::calls::journaling(write).await;
         for saved in waiting {
             let _ = saved.send(result.clone());
         }

@@ -102,7 +102,11 @@ impl Workload {
         artifact.unzipped_bytes = bootstrap.len() as u64;
         artifact.sha256_hex = hex;
         artifact.sha256_base64 = base64;
+        // Only this run's call logs.
         let logs = dir.join("calls");
+        if logs.exists() {
+            std::fs::remove_dir_all(&logs).with_context(|| format!("clearing {}", logs.display()))?;
+        }
         std::fs::create_dir_all(&logs)?;
         let changed_manifest = dir.join("manifest-changed.json");
         std::fs::write(&changed_manifest, serde_json::to_vec_pretty(&changed)?)?;

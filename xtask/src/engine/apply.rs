@@ -22,7 +22,7 @@ use super::plan::{Action, Plan, Step};
 use super::provider::{Created, Provider};
 use super::resource::{resolve, Inputs, Kind, Reference, Resolved, Resource, ResourceId};
 use crate::state::{Operation, Pending, ResourceState, StateStore, StoreError};
-use crate::state::journal::{Change, Journal};
+use crate::state::journal::{Change, Journal, Ticket};
 use crate::state::writer::StateWriter;
 
 /// How a step ended.
@@ -159,21 +159,22 @@ pub async fn apply<P: Provider, S: StateStore>(
     let mut finished = Vec::new();
     let mut stopped: Option<String> = None;
     let mut state_error: Option<StoreError> = None;
-    let mut running: JoinSet<(ResourceId, Result<Action, StepError>, Duration)> = JoinSet::new();
-    let journal = Arc::new(Journal::new(writer));
+    let mut running: JoinSet<(ResourceId, Event)> = JoinSet::new();
+    let mut started_at: BTreeMap<ResourceId, Instant> = BTreeMap::new();
     let mut cancel = options.cancel.clone();
+    let journal = Arc::new(Journal::new(writer).await);
 
     loop {
         while stopped.is_none() && running.len() < options.parallelism {
             let Some(id) = ready.pop_first() else { break };
             let step = steps[&id].clone();
             observer.started(&step);
+            started_at.insert(id.clone(), Instant::now());
             let (provider, journal, resource) = (provider.clone(), journal.clone(), resources.get(&id).cloned());
             running.spawn(async move {
-                let start = Instant::now();
                 let work = execute(&step, resource.as_ref(), provider.as_ref(), &journal);
                 let result = crate::calls::in_step(step.id.as_str(), work).await;
-                (step.id, result, start.elapsed())
+                (step.id, Event::Applied(result))
             });
         }
         if running.is_empty() {
@@ -181,14 +182,30 @@ pub async fn apply<P: Provider, S: StateStore>(
         }
         tokio::select! {
             joined = running.join_next() => {
-                let (id, result, elapsed) = joined.expect("a task is running").expect("steps do not panic");
-                let outcome = match result {
-                    Ok(action) => Outcome::Done { action, elapsed },
-                    Err(StepError::Provider(error)) => {
+                let (id, event) = joined.expect("a task is running").expect("steps do not panic");
+                let elapsed = started_at.get(&id).map_or(Duration::ZERO, Instant::elapsed);
+                let outcome = match event {
+                    // The cloud is done; the result is queued. The steps that depend on this one
+                    // may start now: their own journal entries are saved with or after it.
+                    Event::Applied(Ok((action, Some(ticket)))) => {
+                        release_dependents(&dag, &id, &mut waiting, &mut ready);
+                        let journal = journal.clone();
+                        running.spawn(async move {
+                            let saved = crate::calls::in_step(id.as_str(), journal.commit(ticket)).await;
+                            (id, Event::Saved(action, saved))
+                        });
+                        continue;
+                    }
+                    Event::Applied(Ok((action, None))) => {
+                        release_dependents(&dag, &id, &mut waiting, &mut ready);
+                        Outcome::Done { action, elapsed }
+                    }
+                    Event::Saved(action, Ok(())) => Outcome::Done { action, elapsed },
+                    Event::Applied(Err(StepError::Provider(error))) => {
                         stopped.get_or_insert_with(|| format!("{id} failed"));
                         Outcome::Failed { error, elapsed }
                     }
-                    Err(StepError::State(error)) => {
+                    Event::Applied(Err(StepError::State(error))) | Event::Saved(_, Err(error)) => {
                         stopped.get_or_insert_with(|| format!("saving state after {id} failed"));
                         let message = error.to_string();
                         state_error.get_or_insert(error);
@@ -196,15 +213,6 @@ pub async fn apply<P: Provider, S: StateStore>(
                     }
                 };
                 observer.finished(&steps[&id], &outcome);
-                if matches!(outcome, Outcome::Done { .. }) {
-                    for dependent in dag.dependents(&id) {
-                        let count = waiting.get_mut(&dependent).expect("dependent is in the graph");
-                        *count -= 1;
-                        if *count == 0 {
-                            ready.insert(dependent);
-                        }
-                    }
-                }
                 finished.push(id.clone());
                 outcomes.insert(id, outcome);
             }
@@ -214,6 +222,8 @@ pub async fn apply<P: Provider, S: StateStore>(
         }
     }
 
+    // A dependent released by a step whose result then failed to save did not start: the
+    // run stopped first. It is reported below with the rest of what did not run.
     // Whatever did not run: skipped because of a failed dependency, or simply not started.
     for id in dag.topological_order() {
         if outcomes.contains_key(&id) {
@@ -233,6 +243,30 @@ pub async fn apply<P: Provider, S: StateStore>(
         return Err(ApplyError::State(error));
     }
     Ok(Report { outcomes, finished, stopped })
+}
+
+/// What a step task reports: the cloud work is done (with the result's journal entry queued,
+/// if it has one), or that entry is saved.
+enum Event {
+    Applied(Result<(Action, Option<Ticket>), StepError>),
+    Saved(Action, Result<(), StoreError>),
+}
+
+/// Counts `id` as done for the steps that depend on it; those with nothing left to wait for
+/// become ready.
+fn release_dependents(
+    dag: &Dag,
+    id: &ResourceId,
+    waiting: &mut BTreeMap<ResourceId, usize>,
+    ready: &mut BTreeSet<ResourceId>,
+) {
+    for dependent in dag.dependents(id) {
+        let count = waiting.get_mut(&dependent).expect("dependent is in the graph");
+        *count -= 1;
+        if *count == 0 {
+            ready.insert(dependent);
+        }
+    }
 }
 
 /// The graph the executor walks. Steps for desired resources follow the resources'
@@ -273,36 +307,39 @@ impl From<StoreError> for StepError {
     }
 }
 
+/// Applies one step. The entry recording its result is queued, not yet saved: the returned
+/// ticket saves it (see [`Journal`]).
 async fn execute<P: Provider, S: StateStore>(
     step: &Step,
     resource: Option<&Resource>,
     provider: &P,
-    writer: &Journal<S>,
-) -> Result<Action, StepError> {
+    journal: &Journal<S>,
+) -> Result<(Action, Option<Ticket>), StepError> {
     match step.action {
-        Action::NoOp => Ok(Action::NoOp),
+        Action::NoOp => Ok((Action::NoOp, None)),
         Action::Create => {
-            create(resource.expect("a create step has a desired resource"), provider, writer).await?;
-            Ok(Action::Create)
+            let ticket = create(resource.expect("a create step has a desired resource"), provider, journal).await?;
+            Ok((Action::Create, Some(ticket)))
         }
-        Action::Update => update(resource.expect("an update step has a desired resource"), provider, writer).await,
+        Action::Update => update(resource.expect("an update step has a desired resource"), provider, journal).await,
         Action::Replace => {
-            delete(&step.id, provider, writer).await?;
-            create(resource.expect("a replace step has a desired resource"), provider, writer).await?;
-            Ok(Action::Replace)
+            if let Some(deleted) = delete(&step.id, provider, journal).await? {
+                journal.commit(deleted).await?;
+            }
+            let ticket = create(resource.expect("a replace step has a desired resource"), provider, journal).await?;
+            Ok((Action::Replace, Some(ticket)))
         }
-        Action::Delete => {
-            delete(&step.id, provider, writer).await?;
-            Ok(Action::Delete)
-        }
+        Action::Delete => Ok((Action::Delete, delete(&step.id, provider, journal).await?)),
     }
 }
 
 /// The resource's inputs with every reference resolved against the recorded outputs. The
 /// graph guarantees the referenced resources have been applied.
 async fn resolved_inputs<S: StateStore>(resource: &Resource, journal: &Journal<S>) -> Result<Inputs, StepError> {
-    let writer = journal.writer().lock().await;
-    let state = writer.state();
+    journal.latest(|state| resolve_inputs(resource, state))
+}
+
+fn resolve_inputs(resource: &Resource, state: &crate::state::StateFile) -> Result<Inputs, StepError> {
     let lookup = |reference: &Reference| state.resources.get(&reference.resource)?.outputs.get(&reference.output).cloned();
     let mut inputs = Inputs::new();
     for (key, value) in &resource.inputs {
@@ -328,7 +365,7 @@ async fn create<P: Provider, S: StateStore>(
     resource: &Resource,
     provider: &P,
     writer: &Journal<S>,
-) -> Result<(), StepError> {
+) -> Result<Ticket, StepError> {
     let inputs = resolved_inputs(resource, writer).await?;
     let depends_on = resource.dependencies();
     let pending = Pending {
@@ -351,22 +388,21 @@ async fn create<P: Provider, S: StateStore>(
         outputs: created.outputs,
         depends_on,
     };
-    writer.record(Change::Recorded(resource.id.clone(), recorded)).await?;
-    Ok(())
+    Ok(writer.enqueue(Change::Recorded(resource.id.clone(), recorded)))
 }
 
 async fn update<P: Provider, S: StateStore>(
     resource: &Resource,
     provider: &P,
     writer: &Journal<S>,
-) -> Result<Action, StepError> {
+) -> Result<(Action, Option<Ticket>), StepError> {
     let inputs = resolved_inputs(resource, writer).await?;
-    let current = writer.writer().lock().await.state().resources.get(&resource.id).cloned();
+    let current = writer.latest(|state| state.resources.get(&resource.id).cloned());
     let current = current.ok_or_else(|| StepError::Provider(format!("{} is not recorded in state", resource.id)))?;
     let keys: BTreeSet<&String> = inputs.keys().chain(current.inputs.keys()).collect();
     let changed: Vec<String> = keys.into_iter().filter(|key| inputs.get(*key) != current.inputs.get(*key)).cloned().collect();
     if changed.is_empty() && current.name == resource.name {
-        return Ok(Action::NoOp);
+        return Ok((Action::NoOp, None));
     }
     let depends_on = resource.dependencies();
     let pending = Pending {
@@ -382,17 +418,16 @@ async fn update<P: Provider, S: StateStore>(
     let mut merged = current.outputs.clone();
     merged.extend(outputs);
     let recorded = ResourceState { inputs, outputs: merged, depends_on, ..current };
-    writer.record(Change::Recorded(resource.id.clone(), recorded)).await?;
-    Ok(Action::Update)
+    Ok((Action::Update, Some(writer.enqueue(Change::Recorded(resource.id.clone(), recorded)))))
 }
 
 async fn delete<P: Provider, S: StateStore>(
     id: &ResourceId,
     provider: &P,
     writer: &Journal<S>,
-) -> Result<(), StepError> {
-    let current = writer.writer().lock().await.state().resources.get(id).cloned();
-    let Some(current) = current else { return Ok(()) };
+) -> Result<Option<Ticket>, StepError> {
+    let current = writer.latest(|state| state.resources.get(id).cloned());
+    let Some(current) = current else { return Ok(None) };
     let pending = Pending {
         operation: Operation::Delete,
         kind: current.kind,
@@ -403,8 +438,7 @@ async fn delete<P: Provider, S: StateStore>(
     };
     writer.record(Change::Begin(id.clone(), pending)).await?;
     provider.delete(&current).await.map_err(|e| StepError::Provider(e.to_string()))?;
-    writer.record(Change::Deleted(id.clone())).await?;
-    Ok(())
+    Ok(Some(writer.enqueue(Change::Deleted(id.clone()))))
 }
 
 /// What a refresh found out about one recorded resource.

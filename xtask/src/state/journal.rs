@@ -9,6 +9,13 @@
 //! the [`StateWriter`] leads a write; the callers whose changes it carried find them done
 //! when their turn comes. Under cloud latency, parallel steps then cost one write per wave
 //! rather than one each.
+//!
+//! A step may queue its result ([`Journal::enqueue`]) and let the steps that depend on it
+//! start at once: their pending entries are queued after it, so they are saved with it or
+//! later, never before, and no dependent touches the cloud before the result it depends on
+//! is durable. Once a write has failed, no new operation may begin: pending entries queued
+//! after the failure are refused with its error, while results of operations already under
+//! way are still saved.
 
 use std::sync::{Arc, Mutex as SyncMutex};
 
@@ -53,45 +60,98 @@ struct Queued {
     saved: oneshot::Sender<Result<(), StoreError>>,
 }
 
+struct Inner {
+    /// Changes not written yet, in the order they were made.
+    queue: Vec<Queued>,
+    /// The document with every change made so far applied, written or not.
+    latest: StateFile,
+    /// The error of the first failed write.
+    failed: Option<StoreError>,
+}
+
+/// A change queued by [`Journal::enqueue`]; [`Journal::commit`] waits for it to be saved.
+#[must_use = "a change is durable only once its ticket is committed"]
+pub struct Ticket(oneshot::Receiver<Result<(), StoreError>>);
+
 /// Shared by the steps of one apply. See the module docs.
 pub struct Journal<S: StateStore> {
     writer: Arc<Mutex<StateWriter<S>>>,
-    queue: SyncMutex<Vec<Queued>>,
+    inner: SyncMutex<Inner>,
 }
 
 impl<S: StateStore> Journal<S> {
-    pub fn new(writer: Arc<Mutex<StateWriter<S>>>) -> Self {
-        Self { writer, queue: SyncMutex::new(Vec::new()) }
+    pub async fn new(writer: Arc<Mutex<StateWriter<S>>>) -> Self {
+        let latest = writer.lock().await.state().clone();
+        Self { writer, inner: SyncMutex::new(Inner { queue: Vec::new(), latest, failed: None }) }
     }
 
-    /// The writer, e.g. to read the document.
-    pub fn writer(&self) -> &Mutex<StateWriter<S>> {
-        &self.writer
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Saves `change`; returns once a write containing it has landed, or with the error of
-    /// the write that tried.
-    pub async fn record(&self, change: Change) -> Result<(), StoreError> {
-        let (saved, mut outcome) = oneshot::channel();
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(Queued { change, saved });
+    /// Reads the document as it is with every change made so far, saved or not: what a step
+    /// about to start must see of the steps it depends on.
+    pub fn latest<R>(&self, read: impl FnOnce(&StateFile) -> R) -> R {
+        read(&self.inner().latest)
+    }
+
+    /// Queues `change` without waiting. Changes are saved in the order they are queued, so a
+    /// change queued later is never durable before this one.
+    pub fn enqueue(&self, change: Change) -> Ticket {
+        let (saved, outcome) = oneshot::channel();
+        let mut inner = self.inner();
+        change.clone().apply(&mut inner.latest);
+        inner.queue.push(Queued { change, saved });
+        Ticket(outcome)
+    }
+
+    /// Returns once the write carrying the ticket's change has landed, or with the error of
+    /// the write that tried. The first caller to get the writer leads a write of everything
+    /// queued by then.
+    pub async fn commit(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let Ticket(mut outcome) = ticket;
         let mut writer = self.writer.lock().await;
         if let Ok(result) = outcome.try_recv() {
             // An earlier writer carried it.
             return result;
         }
-        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        let (changes, waiting): (Vec<Change>, Vec<_>) = batch.into_iter().map(|queued| (queued.change, queued.saved)).unzip();
+        let (batch, failed) = {
+            let mut inner = self.inner();
+            (std::mem::take(&mut inner.queue), inner.failed.clone())
+        };
+        let mut changes = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
+        for queued in batch {
+            match (&queued.change, &failed) {
+                (Change::Begin(..), Some(error)) => {
+                    let _ = queued.saved.send(Err(error.clone()));
+                }
+                _ => {
+                    changes.push(queued.change);
+                    waiting.push(queued.saved);
+                }
+            }
+        }
         let write = writer.update(|state| {
             for change in changes {
                 change.apply(state);
             }
         });
         let result = crate::calls::journaling(write).await;
+        if let Err(error) = &result {
+            self.inner().failed.get_or_insert_with(|| error.clone());
+        }
         for saved in waiting {
             let _ = saved.send(result.clone());
         }
         drop(writer);
         outcome.await.unwrap_or(result)
+    }
+
+    /// Saves `change`: [`Journal::enqueue`], then [`Journal::commit`].
+    pub async fn record(&self, change: Change) -> Result<(), StoreError> {
+        let ticket = self.enqueue(change);
+        self.commit(ticket).await
     }
 }
 
@@ -128,7 +188,7 @@ mod tests {
 
     async fn journal(store: &Arc<MemoryStore>) -> Arc<Journal<MemoryStore>> {
         let writer = StateWriter::open(Arc::clone(store)).await.unwrap();
-        Arc::new(Journal::new(Arc::new(Mutex::new(writer))))
+        Arc::new(Journal::new(Arc::new(Mutex::new(writer))).await)
     }
 
     #[tokio::test]
@@ -136,7 +196,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let journal = journal(&store).await;
         // Hold the writer, as a write in flight does, while ten steps journal their operation.
-        let held = journal.writer().lock().await;
+        let held = journal.writer.lock().await;
         let mut steps = Vec::new();
         for n in 0..10 {
             let journal = Arc::clone(&journal);
@@ -151,7 +211,7 @@ mod tests {
             }));
         }
         tokio::task::yield_now().await;
-        while journal.queue.lock().unwrap().len() < 10 {
+        while journal.inner().queue.len() < 10 {
             tokio::task::yield_now().await;
         }
         drop(held);
@@ -170,16 +230,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_write_fails_every_change_it_carried_and_the_next_write_is_clean() {
+    async fn a_queued_change_is_seen_at_once_and_saved_with_the_next_write() {
         let store = Arc::new(MemoryStore::new());
         let journal = journal(&store).await;
-        journal.record(Change::Begin(ResourceId::new("role.a"), pending("a"))).await.unwrap();
-        store.fault_next_save(SaveFault::Fail);
-        let error = journal.record(Change::Recorded(ResourceId::new("role.a"), resource("a"))).await.unwrap_err();
-        assert!(matches!(error, StoreError::Backend { .. }), "{error}");
-        assert!(store.document().unwrap().pending.contains_key(&ResourceId::new("role.a")), "the pending entry stays");
-        journal.record(Change::Deleted(ResourceId::new("role.a"))).await.unwrap();
+        let a = ResourceId::new("role.a");
+        journal.record(Change::Begin(a.clone(), pending("a"))).await.unwrap();
+        let finished = journal.enqueue(Change::Recorded(a.clone(), resource("a")));
+        assert!(journal.latest(|state| state.resources.contains_key(&a)), "steps that start next see it");
+        assert!(!store.document().unwrap().resources.contains_key(&a), "not saved yet");
+        let b = ResourceId::new("role.b");
+        journal.record(Change::Begin(b.clone(), pending("b"))).await.unwrap();
         let stored = store.document().unwrap();
-        assert!(stored.pending.is_empty() && stored.resources.is_empty());
+        assert!(stored.resources.contains_key(&a) && stored.pending.contains_key(&b), "saved together, in order");
+        assert_eq!(store.document_writes(), 2);
+        journal.commit(finished).await.unwrap();
+        assert_eq!(store.document_writes(), 2, "already carried: nothing more to write");
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_results_are_still_saved_but_nothing_new_begins() {
+        let store = Arc::new(MemoryStore::new());
+        let journal = journal(&store).await;
+        let (a, b) = (ResourceId::new("role.a"), ResourceId::new("role.b"));
+        journal.record(Change::Begin(a.clone(), pending("a"))).await.unwrap();
+        journal.record(Change::Begin(b.clone(), pending("b"))).await.unwrap();
+        store.fault_next_save(SaveFault::Fail);
+        let error = journal.record(Change::Recorded(a.clone(), resource("a"))).await.unwrap_err();
+        assert!(matches!(error, StoreError::Backend { .. }), "{error}");
+        assert!(store.document().unwrap().pending.contains_key(&a), "the pending entry stays");
+
+        journal.record(Change::Recorded(b.clone(), resource("b"))).await.unwrap();
+        let refused = journal.record(Change::Begin(ResourceId::new("role.c"), pending("c"))).await.unwrap_err();
+        assert_eq!(refused.to_string(), error.to_string(), "a new operation gets the failure");
+        let stored = store.document().unwrap();
+        assert!(stored.resources.contains_key(&b), "a result of work under way is saved");
+        assert!(!stored.pending.contains_key(&ResourceId::new("role.c")));
     }
 }

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::store::{LockInfo, StateStore, StoreError, Versioned};
 use super::StateFile;
+use crate::engine::resource::ResourceId;
 
 /// One stored object: its bytes and its ETag.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ struct Inner {
     lock_writes: usize,
     lock_deletes: usize,
     next_save_fault: Option<SaveFault>,
+    /// Every save of a document that records this resource fails.
+    fail_recording: Option<ResourceId>,
 }
 
 /// A failure [`MemoryStore::fault_next_save`] injects into the next `save`.
@@ -188,6 +191,12 @@ impl MemoryStore {
         self.inner().next_save_fault = Some(fault);
     }
 
+    /// Makes every save of a document that records resource `id` fail as a network error
+    /// would: its result is never saved.
+    pub fn fail_saves_recording(&self, id: &str) {
+        self.inner().fail_recording = Some(ResourceId::new(id));
+    }
+
     fn injected_failure(&self) -> StoreError {
         StoreError::Backend {
             location: self.document_location(),
@@ -221,7 +230,8 @@ impl StateStore for MemoryStore {
         let bytes = to_pretty_json(state);
         let mut inner = self.inner();
         let fault = inner.next_save_fault.take();
-        if fault == Some(SaveFault::Fail) {
+        let recording = inner.fail_recording.as_ref().is_some_and(|id| state.resources.contains_key(id));
+        if fault == Some(SaveFault::Fail) || recording {
             return Err(self.injected_failure());
         }
         let matches = match (&inner.document, expected) {

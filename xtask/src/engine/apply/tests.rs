@@ -198,6 +198,36 @@ async fn a_failure_records_finished_siblings_and_skips_dependents() {
 }
 
 #[tokio::test]
+async fn no_dependent_touches_the_cloud_before_the_result_it_depends_on_is_saved() {
+    let harness = Harness::new(FakeCloud::with_delay(Duration::from_millis(5)));
+    harness.store.fail_saves_recording("role.analyze");
+    let desired = stack(256, "v1");
+    let writer = harness.writer().await;
+    let plan = plan(&desired, writer.lock().await.state(), replace_keys, false).unwrap();
+    let error = apply(&plan, &desired, harness.cloud.clone(), writer, Arc::new(Silent), Options::new(10)).await.unwrap_err();
+    assert!(matches!(error, ApplyError::State(StoreError::Backend { .. })), "{error}");
+    assert!(
+        !harness.cloud.calls().contains(&Call::Create("t-analyze".into())),
+        "the function was not created on a role whose record was lost: {:?}",
+        harness.cloud.calls()
+    );
+    let state = harness.state();
+    assert!(state.pending.contains_key(&ResourceId::new("role.analyze")), "the role stays journaled");
+    assert!(!state.pending.contains_key(&ResourceId::new("function.analyze")), "the function never began");
+
+    // Once state can be written again, the next run adopts the role and converges.
+    let harness = Harness { cloud: harness.cloud.clone(), store: Arc::new(MemoryStore::with_state(&state)) };
+    let (_, report) = harness.deploy(&stack(256, "v1")).await;
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(harness.state().resources.len(), stack(256, "v1").len());
+    assert_eq!(
+        harness.cloud.calls().iter().filter(|call| **call == Call::Create("t-analyze-role".into())).count(),
+        1,
+        "the role was adopted, not created twice"
+    );
+}
+
+#[tokio::test]
 async fn a_crash_after_the_pending_journal_is_recovered_without_a_duplicate() {
     let harness = Harness::new(FakeCloud::new());
     let desired = stack(256, "v1");

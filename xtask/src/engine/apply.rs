@@ -163,18 +163,37 @@ pub async fn apply<P: Provider, S: StateStore>(
     let mut started_at: BTreeMap<ResourceId, Instant> = BTreeMap::new();
     let mut cancel = options.cancel.clone();
     let journal = Arc::new(Journal::new(writer).await);
+    // Steps whose cloud work is done and whose result still has to be saved.
+    let mut confirming: Vec<(ResourceId, Action, Ticket)> = Vec::new();
 
     loop {
+        // Every step that can start queues its pending entry here, before any task runs, so
+        // that the entries of steps starting together (and the results that released them)
+        // share one write.
         while stopped.is_none() && running.len() < options.parallelism {
             let Some(id) = ready.pop_first() else { break };
             let step = steps[&id].clone();
             observer.started(&step);
             started_at.insert(id.clone(), Instant::now());
-            let (provider, journal, resource) = (provider.clone(), journal.clone(), resources.get(&id).cloned());
+            let resource = resources.get(&id).cloned();
+            let begun = begin(&step, resource.as_ref(), &journal);
+            let (provider, journal) = (provider.clone(), journal.clone());
             running.spawn(async move {
-                let work = execute(&step, resource.as_ref(), provider.as_ref(), &journal);
-                let result = crate::calls::in_step(step.id.as_str(), work).await;
+                let result = match begun {
+                    Ok(begun) => {
+                        let work = finish(begun, resource.as_ref(), provider.as_ref(), &journal);
+                        crate::calls::in_step(step.id.as_str(), work).await
+                    }
+                    Err(error) => Err(error),
+                };
                 (step.id, Event::Applied(result))
+            });
+        }
+        for (id, action, ticket) in std::mem::take(&mut confirming) {
+            let journal = journal.clone();
+            running.spawn(async move {
+                let saved = crate::calls::in_step(id.as_str(), journal.commit(ticket)).await;
+                (id, Event::Saved(action, saved))
             });
         }
         if running.is_empty() {
@@ -189,11 +208,7 @@ pub async fn apply<P: Provider, S: StateStore>(
                     // may start now: their own journal entries are saved with or after it.
                     Event::Applied(Ok((action, Some(ticket)))) => {
                         release_dependents(&dag, &id, &mut waiting, &mut ready);
-                        let journal = journal.clone();
-                        running.spawn(async move {
-                            let saved = crate::calls::in_step(id.as_str(), journal.commit(ticket)).await;
-                            (id, Event::Saved(action, saved))
-                        });
+                        confirming.push((id, action, ticket));
                         continue;
                     }
                     Event::Applied(Ok((action, None))) => {
@@ -307,38 +322,135 @@ impl From<StoreError> for StepError {
     }
 }
 
-/// Applies one step. The entry recording its result is queued, not yet saved: the returned
-/// ticket saves it (see [`Journal`]).
-async fn execute<P: Provider, S: StateStore>(
-    step: &Step,
+/// A step whose pending entry is queued: what its cloud work needs.
+enum Begun {
+    NoOp,
+    Create { inputs: Inputs, saved: Ticket },
+    Update { current: ResourceState, inputs: Inputs, changed: Vec<String>, saved: Ticket },
+    Delete { id: ResourceId, current: ResourceState, saved: Ticket },
+    /// Delete (its pending entry queued), then create.
+    Replace { current: Option<(ResourceState, Ticket)> },
+}
+
+/// Queues a step's pending entry (synchronously, in the scheduler); see [`finish`].
+fn begin<S: StateStore>(step: &Step, resource: Option<&Resource>, journal: &Journal<S>) -> Result<Begun, StepError> {
+    let recorded = |id: &ResourceId| journal.latest(|state| state.resources.get(id).cloned());
+    match step.action {
+        Action::NoOp => Ok(Begun::NoOp),
+        Action::Create => {
+            let resource = resource.expect("a create step has a desired resource");
+            let (inputs, saved) = begin_create(resource, journal)?;
+            Ok(Begun::Create { inputs, saved })
+        }
+        Action::Update => {
+            let resource = resource.expect("an update step has a desired resource");
+            let inputs = journal.latest(|state| resolve_inputs(resource, state))?;
+            let current = recorded(&resource.id)
+                .ok_or_else(|| StepError::Provider(format!("{} is not recorded in state", resource.id)))?;
+            let keys: BTreeSet<&String> = inputs.keys().chain(current.inputs.keys()).collect();
+            let changed: Vec<String> =
+                keys.into_iter().filter(|key| inputs.get(*key) != current.inputs.get(*key)).cloned().collect();
+            if changed.is_empty() && current.name == resource.name {
+                return Ok(Begun::NoOp);
+            }
+            let pending = pending(Operation::Update, resource.kind, &resource.name, inputs.clone(), resource.dependencies());
+            let saved = journal.enqueue(Change::Begin(resource.id.clone(), pending));
+            Ok(Begun::Update { current, inputs, changed, saved })
+        }
+        Action::Delete | Action::Replace => {
+            let current = recorded(&step.id).map(|current| {
+                let pending =
+                    pending(Operation::Delete, current.kind, &current.name, Inputs::new(), current.depends_on.clone());
+                let saved = journal.enqueue(Change::Begin(step.id.clone(), pending));
+                (current, saved)
+            });
+            match (step.action, current) {
+                (Action::Delete, Some((current, saved))) => Ok(Begun::Delete { id: step.id.clone(), current, saved }),
+                (Action::Delete, None) => Ok(Begun::NoOp),
+                (_, current) => Ok(Begun::Replace { current }),
+            }
+        }
+    }
+}
+
+fn begin_create<S: StateStore>(resource: &Resource, journal: &Journal<S>) -> Result<(Inputs, Ticket), StepError> {
+    let inputs = journal.latest(|state| resolve_inputs(resource, state))?;
+    let pending = pending(Operation::Create, resource.kind, &resource.name, inputs.clone(), resource.dependencies());
+    Ok((inputs, journal.enqueue(Change::Begin(resource.id.clone(), pending))))
+}
+
+fn pending(operation: Operation, kind: Kind, name: &str, inputs: Inputs, depends_on: BTreeSet<ResourceId>) -> Pending {
+    Pending { operation, kind, name: name.to_owned(), inputs, depends_on, started_at: now() }
+}
+
+/// Does a begun step's cloud work, once its pending entry is saved. Its result is queued,
+/// not yet saved: the returned ticket saves it (see [`Journal`]). On a failure the pending
+/// entry stays, so that a partly done operation is resolved by the next run instead of
+/// leaving an orphan.
+async fn finish<P: Provider, S: StateStore>(
+    begun: Begun,
     resource: Option<&Resource>,
     provider: &P,
     journal: &Journal<S>,
 ) -> Result<(Action, Option<Ticket>), StepError> {
-    match step.action {
-        Action::NoOp => Ok((Action::NoOp, None)),
-        Action::Create => {
-            let ticket = create(resource.expect("a create step has a desired resource"), provider, journal).await?;
-            Ok((Action::Create, Some(ticket)))
+    let failed = |error: crate::engine::provider::ProviderError| StepError::Provider(error.to_string());
+    match begun {
+        Begun::NoOp => Ok((Action::NoOp, None)),
+        Begun::Create { inputs, saved } => {
+            let resource = resource.expect("a create step has a desired resource");
+            journal.commit(saved).await?;
+            Ok((Action::Create, Some(create(resource, inputs, provider, journal).await?)))
         }
-        Action::Update => update(resource.expect("an update step has a desired resource"), provider, journal).await,
-        Action::Replace => {
-            if let Some(deleted) = delete(&step.id, provider, journal).await? {
-                journal.commit(deleted).await?;
+        Begun::Update { current, inputs, changed, saved } => {
+            let resource = resource.expect("an update step has a desired resource");
+            journal.commit(saved).await?;
+            let outputs = provider.update(&current, &inputs, &changed).await.map_err(failed)?;
+            let mut merged = current.outputs.clone();
+            merged.extend(outputs);
+            let recorded = ResourceState { inputs, outputs: merged, depends_on: resource.dependencies(), ..current };
+            Ok((Action::Update, Some(journal.enqueue(Change::Recorded(resource.id.clone(), recorded)))))
+        }
+        Begun::Delete { id, current, saved } => {
+            journal.commit(saved).await?;
+            provider.delete(&current).await.map_err(failed)?;
+            Ok((Action::Delete, Some(journal.enqueue(Change::Deleted(id)))))
+        }
+        Begun::Replace { current } => {
+            let resource = resource.expect("a replace step has a desired resource");
+            if let Some((current, saved)) = current {
+                journal.commit(saved).await?;
+                provider.delete(&current).await.map_err(failed)?;
+                journal.record(Change::Deleted(resource.id.clone())).await?;
             }
-            let ticket = create(resource.expect("a replace step has a desired resource"), provider, journal).await?;
-            Ok((Action::Replace, Some(ticket)))
+            let (inputs, saved) = begin_create(resource, journal)?;
+            journal.commit(saved).await?;
+            Ok((Action::Replace, Some(create(resource, inputs, provider, journal).await?)))
         }
-        Action::Delete => Ok((Action::Delete, delete(&step.id, provider, journal).await?)),
     }
+}
+
+/// Creates a resource whose pending entry is saved; queues its record.
+async fn create<P: Provider, S: StateStore>(
+    resource: &Resource,
+    inputs: Inputs,
+    provider: &P,
+    journal: &Journal<S>,
+) -> Result<Ticket, StepError> {
+    let created =
+        provider.create(resource.kind, &resource.name, &inputs).await.map_err(|e| StepError::Provider(e.to_string()))?;
+    let recorded = ResourceState {
+        kind: resource.kind,
+        name: resource.name.clone(),
+        physical_id: created.physical_id,
+        inputs,
+        outputs: created.outputs,
+        depends_on: resource.dependencies(),
+    };
+    Ok(journal.enqueue(Change::Recorded(resource.id.clone(), recorded)))
 }
 
 /// The resource's inputs with every reference resolved against the recorded outputs. The
 /// graph guarantees the referenced resources have been applied.
-async fn resolved_inputs<S: StateStore>(resource: &Resource, journal: &Journal<S>) -> Result<Inputs, StepError> {
-    journal.latest(|state| resolve_inputs(resource, state))
-}
-
 fn resolve_inputs(resource: &Resource, state: &crate::state::StateFile) -> Result<Inputs, StepError> {
     let lookup = |reference: &Reference| state.resources.get(&reference.resource)?.outputs.get(&reference.output).cloned();
     let mut inputs = Inputs::new();
@@ -359,86 +471,6 @@ fn resolve_inputs(resource: &Resource, state: &crate::state::StateFile) -> Resul
 
 fn now() -> String {
     crate::state::lock::now_rfc3339()
-}
-
-async fn create<P: Provider, S: StateStore>(
-    resource: &Resource,
-    provider: &P,
-    writer: &Journal<S>,
-) -> Result<Ticket, StepError> {
-    let inputs = resolved_inputs(resource, writer).await?;
-    let depends_on = resource.dependencies();
-    let pending = Pending {
-        operation: Operation::Create,
-        kind: resource.kind,
-        name: resource.name.clone(),
-        inputs: inputs.clone(),
-        depends_on: depends_on.clone(),
-        started_at: now(),
-    };
-    writer.record(Change::Begin(resource.id.clone(), pending)).await?;
-    // On failure the pending entry stays: a partly created resource is found and adopted by
-    // the next run instead of becoming an orphan.
-    let created = provider.create(resource.kind, &resource.name, &inputs).await.map_err(|e| StepError::Provider(e.to_string()))?;
-    let recorded = ResourceState {
-        kind: resource.kind,
-        name: resource.name.clone(),
-        physical_id: created.physical_id,
-        inputs,
-        outputs: created.outputs,
-        depends_on,
-    };
-    Ok(writer.enqueue(Change::Recorded(resource.id.clone(), recorded)))
-}
-
-async fn update<P: Provider, S: StateStore>(
-    resource: &Resource,
-    provider: &P,
-    writer: &Journal<S>,
-) -> Result<(Action, Option<Ticket>), StepError> {
-    let inputs = resolved_inputs(resource, writer).await?;
-    let current = writer.latest(|state| state.resources.get(&resource.id).cloned());
-    let current = current.ok_or_else(|| StepError::Provider(format!("{} is not recorded in state", resource.id)))?;
-    let keys: BTreeSet<&String> = inputs.keys().chain(current.inputs.keys()).collect();
-    let changed: Vec<String> = keys.into_iter().filter(|key| inputs.get(*key) != current.inputs.get(*key)).cloned().collect();
-    if changed.is_empty() && current.name == resource.name {
-        return Ok((Action::NoOp, None));
-    }
-    let depends_on = resource.dependencies();
-    let pending = Pending {
-        operation: Operation::Update,
-        kind: resource.kind,
-        name: resource.name.clone(),
-        inputs: inputs.clone(),
-        depends_on: depends_on.clone(),
-        started_at: now(),
-    };
-    writer.record(Change::Begin(resource.id.clone(), pending)).await?;
-    let outputs = provider.update(&current, &inputs, &changed).await.map_err(|e| StepError::Provider(e.to_string()))?;
-    let mut merged = current.outputs.clone();
-    merged.extend(outputs);
-    let recorded = ResourceState { inputs, outputs: merged, depends_on, ..current };
-    Ok((Action::Update, Some(writer.enqueue(Change::Recorded(resource.id.clone(), recorded)))))
-}
-
-async fn delete<P: Provider, S: StateStore>(
-    id: &ResourceId,
-    provider: &P,
-    writer: &Journal<S>,
-) -> Result<Option<Ticket>, StepError> {
-    let current = writer.latest(|state| state.resources.get(id).cloned());
-    let Some(current) = current else { return Ok(None) };
-    let pending = Pending {
-        operation: Operation::Delete,
-        kind: current.kind,
-        name: current.name.clone(),
-        inputs: Inputs::new(),
-        depends_on: current.depends_on.clone(),
-        started_at: now(),
-    };
-    writer.record(Change::Begin(id.clone(), pending)).await?;
-    provider.delete(&current).await.map_err(|e| StepError::Provider(e.to_string()))?;
-    Ok(Some(writer.enqueue(Change::Deleted(id.clone()))))
 }
 
 /// What a refresh found out about one recorded resource.

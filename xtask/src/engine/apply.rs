@@ -8,7 +8,9 @@
 //! Every mutation is journaled: a pending entry is saved before the cloud is touched and
 //! the result after. A crash in between leaves the pending entry, which [`recover`] resolves
 //! on the next run by looking the resource up under its deterministic name. Steps that
-//! journal at the same time share writes ([`Journal`], group commit).
+//! journal at the same time share writes ([`Journal`], group commit), and a step's dependents
+//! start as soon as its cloud work is done: their pending entries are saved with its result
+//! or after it, so none of them touches the cloud before that result is durable.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -1794,4 +1794,21 @@ async fn drift_finds_changes_and_deletions_made_behind_the_tools_back_but_not_re
             ("route.upload-url".to_owned(), "deleted".to_owned()),
         ])
     );
+
+    // A refreshing deploy records what the cloud holds now, so its plan puts the
+    // configuration back: the memory, the policy, the route.
+    let mut args = deploy_args(&build);
+    args.push("--refresh");
+    let repaired = xtask(&moto, &args);
+    repaired.assert_success("deploy --refresh");
+    assert!(
+        repaired.stdout.contains("1 no longer exist: route.upload-url; 2 were changed outside this tool: function.analyze (memory_mb), role.analyze (policy)"),
+        "{}",
+        repaired.stdout
+    );
+    assert!(repaired.stdout.contains("1 added, 3 changed"), "the route, the function, its alias and the role: {}", repaired.stdout);
+    let clean = xtask(&moto, &["drift", "--env", ENV]);
+    clean.assert_success("drift after the refreshing deploy");
+    assert!(clean.stdout.contains(&format!("Drift: {STACK_SIZE} in sync, 0 changed, 0 deleted.")), "{}", clean.stdout);
+    assert_converged(&aws).await;
 }

@@ -139,14 +139,23 @@ async fn locked(
     }
     if options.refresh {
         let refreshed = refresh(provider.as_ref(), &mut writer).await?;
-        let gone: Vec<String> = refreshed
-            .iter()
-            .filter_map(|r| match r {
-                Refreshed::Gone { id } => Some(id.to_string()),
-                Refreshed::Exists { .. } => None,
-            })
-            .collect();
-        println!("Refreshed {} resources; {} no longer exist: {}", refreshed.len(), gone.len(), gone.join(", "));
+        let (mut gone, mut changed) = (Vec::new(), Vec::new());
+        for result in &refreshed {
+            match result {
+                Refreshed::Gone { id } => gone.push(id.to_string()),
+                Refreshed::Drifted { id, properties } => changed.push(format!("{id} ({})", properties.join(", "))),
+                Refreshed::Exists { .. } => {}
+            }
+        }
+        let list = |ids: &[String]| if ids.is_empty() { String::new() } else { format!(": {}", ids.join(", ")) };
+        println!(
+            "Refreshed {} resources; {} no longer exist{}; {} were changed outside this tool{}.",
+            refreshed.len(),
+            gone.len(),
+            list(&gone),
+            changed.len(),
+            list(&changed)
+        );
     }
     let desired = desired.resolve(writer.state());
     let plan = plan(&desired, writer.state(), AwsRules, session.env.protect)?;

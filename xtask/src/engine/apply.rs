@@ -478,46 +478,66 @@ fn now() -> String {
 /// What a refresh found out about one recorded resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refreshed {
-    /// It exists; its outputs were re-read.
+    /// It exists as recorded; its outputs were re-read.
     Exists { id: ResourceId },
+    /// It exists, but these properties were changed behind the tool's back: state now
+    /// records their live values, so the plan puts back the configured ones.
+    Drifted { id: ResourceId, properties: Vec<String> },
     /// It is gone from the cloud: it is forgotten, so the next plan creates it again.
     Gone { id: ResourceId },
 }
 
 /// Looks every recorded resource up in the cloud (`deploy --refresh`): outputs are re-read,
-/// and resources deleted behind the tool's back are forgotten so that the plan recreates
-/// them. One state write for all of it. Runs under the lock, after [`recover`].
+/// properties changed behind the tool's back are recorded as they are now (compared as
+/// [`crate::drift`] compares them), and resources deleted behind its back are forgotten, so
+/// that the plan brings everything back to the configuration. One state write for all of
+/// it. Runs under the lock, after [`recover`].
 pub async fn refresh<P: Provider, S: StateStore>(
     provider: &P,
     writer: &mut StateWriter<S>,
 ) -> Result<Vec<Refreshed>, ApplyError> {
     let recorded: Vec<(ResourceId, ResourceState)> =
         writer.state().resources.iter().map(|(id, resource)| (id.clone(), resource.clone())).collect();
+    let failed = |id: &ResourceId, error: crate::engine::provider::ProviderError| {
+        ApplyError::State(StoreError::Backend {
+            location: id.to_string(),
+            operation: "refreshing a resource",
+            message: error.to_string(),
+        })
+    };
     let mut found = Vec::with_capacity(recorded.len());
     for (id, resource) in recorded {
-        let lookup = provider.find(resource.kind, &resource.name, &resource.inputs).await.map_err(|error| {
-            ApplyError::State(StoreError::Backend {
-                location: id.to_string(),
-                operation: "refreshing a resource",
-                message: error.to_string(),
+        let lookup = provider.find(resource.kind, &resource.name, &resource.inputs).await.map_err(|e| failed(&id, e))?;
+        let live = match &lookup {
+            Some(_) => provider.read(&resource).await.map_err(|e| failed(&id, e))?,
+            None => None,
+        };
+        let drifted: Inputs = live
+            .into_iter()
+            .flatten()
+            .filter(|(key, value)| {
+                let recorded = resource.inputs.get(key).cloned().unwrap_or(serde_json::Value::Null);
+                crate::drift::normalize(key, &recorded) != crate::drift::normalize(key, value)
             })
-        })?;
-        found.push((id, lookup));
+            .collect();
+        found.push((id, lookup, drifted));
     }
     let report = found
         .iter()
-        .map(|(id, lookup)| match lookup {
-            Some(_) => Refreshed::Exists { id: id.clone() },
+        .map(|(id, lookup, drifted)| match lookup {
             None => Refreshed::Gone { id: id.clone() },
+            Some(_) if drifted.is_empty() => Refreshed::Exists { id: id.clone() },
+            Some(_) => Refreshed::Drifted { id: id.clone(), properties: drifted.keys().cloned().collect() },
         })
         .collect();
     writer
         .update(|state| {
-            for (id, lookup) in found {
+            for (id, lookup, drifted) in found {
                 match lookup {
                     Some(created) => {
                         if let Some(resource) = state.resources.get_mut(&id) {
                             resource.outputs.extend(created.outputs);
+                            resource.inputs.extend(drifted);
                         }
                     }
                     None => {

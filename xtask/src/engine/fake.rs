@@ -29,6 +29,8 @@ impl Call {
 pub struct FakeCloud {
     /// name -> (kind, outputs)
     pub resources: Mutex<BTreeMap<String, (Kind, Outputs)>>,
+    /// name -> the inputs it holds now
+    pub inputs: Mutex<BTreeMap<String, Inputs>>,
     pub calls: Mutex<Vec<Call>>,
     /// Names whose next create/update/delete fails.
     pub fail: Mutex<BTreeSet<String>>,
@@ -49,6 +51,11 @@ impl FakeCloud {
 
     pub fn fail_on(&self, name: &str) {
         self.fail.lock().unwrap().insert(name.to_owned());
+    }
+
+    /// Changes input `key` of resource `name` as someone outside the engine would.
+    pub fn drift(&self, name: &str, key: &str, value: serde_json::Value) {
+        self.inputs.lock().unwrap().entry(name.to_owned()).or_default().insert(key.to_owned(), value);
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -119,6 +126,7 @@ impl Provider for FakeCloud {
         }
         let (physical_id, outputs) = self.outputs(kind, name, inputs);
         resources.insert(name.to_owned(), (kind, outputs.clone()));
+        self.inputs.lock().unwrap().insert(name.to_owned(), inputs.clone());
         Ok(Created { physical_id, outputs })
     }
 
@@ -132,6 +140,7 @@ impl Provider for FakeCloud {
         if let Some(code) = inputs.get("code_sha256") {
             outputs.insert("code_sha256".to_owned(), code.clone());
         }
+        self.inputs.lock().unwrap().insert(name.to_owned(), inputs.clone());
         Ok(outputs.clone())
     }
 
@@ -139,6 +148,7 @@ impl Provider for FakeCloud {
         let (kind, name) = (current.kind, current.name.as_str());
         self.enter(Call::Delete(name.to_owned())).await.map_err(|m| error(kind, name, "Delete", m))?;
         self.resources.lock().unwrap().remove(name);
+        self.inputs.lock().unwrap().remove(name);
         Ok(())
     }
 
@@ -149,5 +159,14 @@ impl Provider for FakeCloud {
             physical_id: outputs["id"].as_str().unwrap_or_default().to_owned(),
             outputs: outputs.clone(),
         }))
+    }
+
+    async fn read(&self, current: &ResourceState) -> Result<Option<Inputs>, ProviderError> {
+        let (kind, name) = (current.kind, current.name.as_str());
+        self.enter(Call::Find(name.to_owned())).await.map_err(|m| error(kind, name, "Read", m))?;
+        if !self.resources.lock().unwrap().contains_key(name) {
+            return Ok(None);
+        }
+        Ok(Some(self.inputs.lock().unwrap().get(name).cloned().unwrap_or_default()))
     }
 }

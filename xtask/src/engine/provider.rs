@@ -53,4 +53,8 @@ pub trait Provider: Send + Sync + 'static {
     /// Looks a resource up by its deterministic name (and, where names are not unique, the
     /// inputs that identify it), to resolve an operation a crash left pending.
     fn find(&self, kind: Kind, name: &str, inputs: &Inputs) -> impl Future<Output = Result<Option<Created>, ProviderError>> + Send;
+
+    /// Reads what the cloud holds for a recorded resource, shaped like its inputs (the keys
+    /// the provider can read back); `None` when it no longer exists.
+    fn read(&self, current: &ResourceState) -> impl Future<Output = Result<Option<Inputs>, ProviderError>> + Send;
 }

@@ -270,6 +270,10 @@ impl Provider for AwsProvider {
             Kind::Stage => apigateway::find_stage(self, &spec).await,
         }
     }
+
+    async fn read(&self, current: &ResourceState) -> Result<Option<Inputs>, ProviderError> {
+        self.read_live(current).await
+    }
 }
 
 /// What an update starts from: the recorded resource and the input keys that differ.

@@ -349,3 +349,28 @@ async fn refresh_forgets_resources_deleted_behind_our_back_so_they_are_recreated
     assert_eq!(plan.step("route.analyze").unwrap().action, Action::Create);
     assert_eq!(harness.cloud.mutations(), [Call::Create("POST /analyze".into())]);
 }
+
+#[tokio::test]
+async fn refresh_records_properties_changed_behind_our_back_so_the_plan_puts_them_back() {
+    let harness = Harness::new(FakeCloud::new());
+    let desired = stack(256, "v1");
+    harness.deploy(&desired).await;
+    // Someone gives the function more memory by hand.
+    harness.cloud.drift("t-analyze", "memory_mb", json!(1024));
+
+    let writer = harness.writer().await;
+    let refreshed = refresh(harness.cloud.as_ref(), &mut *writer.lock().await).await.unwrap();
+    assert!(refreshed.contains(&Refreshed::Drifted {
+        id: ResourceId::new("function.analyze"),
+        properties: vec!["memory_mb".to_owned()]
+    }));
+    assert_eq!(refreshed.iter().filter(|r| matches!(r, Refreshed::Exists { .. })).count(), desired.len() - 1);
+    assert_eq!(harness.state().resources[&ResourceId::new("function.analyze")].inputs["memory_mb"], json!(1024));
+
+    harness.cloud.clear_calls();
+    let (plan, report) = harness.deploy(&desired).await;
+    assert!(report.succeeded());
+    assert_eq!(plan.step("function.analyze").unwrap().action, Action::Update);
+    assert_eq!(harness.cloud.mutations(), [Call::Update("t-analyze".into(), vec!["memory_mb".to_owned()])]);
+    assert_eq!(harness.state().resources[&ResourceId::new("function.analyze")].inputs["memory_mb"], json!(256));
+}

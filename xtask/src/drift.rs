@@ -82,11 +82,26 @@ pub fn normalize(key: &str, value: &Value) -> Value {
     if POLICY_KEYS.contains(&key) {
         return normalize_policy(value);
     }
-    let value = numbers(value);
+    let value = canonical(&numbers(value));
     if SET_KEYS.contains(&key) {
         return sorted(&value);
     }
     value
+}
+
+/// `value` with every object's keys in sorted order, whether or not serde_json preserves
+/// insertion order in this build (a feature another crate may turn on): what is sorted or
+/// printed by its text must not depend on that.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|key| (key.clone(), canonical(&map[key]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Numbers as floats, everywhere in `value`.
@@ -131,12 +146,12 @@ pub fn normalize_policy(value: &Value) -> Value {
             .as_array()
             .into_iter()
             .flatten()
-            .map(normalize_statement)
+            .map(|statement| canonical(&normalize_statement(statement)))
             .collect();
         statements.sort_by_key(|statement| statement.to_string());
         out.insert("Statement".to_owned(), Value::Array(statements));
     }
-    Value::Object(out)
+    canonical(&Value::Object(out))
 }
 
 fn normalize_statement(statement: &Value) -> Value {

@@ -3,7 +3,7 @@ use lambda_http::{run, service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    api_common::init_logging();
 
     let config = Config::from_env().inspect_err(|error| tracing::error!(%error, "cold start failed"))?;
     let sdk_config = api_common::load_sdk_config().await;

@@ -160,9 +160,56 @@ pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client()).load().await
 }
 
+/// How a function logs, from Lambda's advanced logging controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    pub level: tracing::level_filters::LevelFilter,
+    /// JSON lines (`AWS_LAMBDA_LOG_FORMAT=JSON`) rather than text.
+    pub json: bool,
+}
+
+impl LogSettings {
+    /// The level from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, as a level name (`debug`,
+    /// `INFO`, ...; anything else means INFO); JSON when the format is `JSON`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let level = var("AWS_LAMBDA_LOG_LEVEL")
+            .or_else(|| var("RUST_LOG"))
+            .and_then(|level| level.trim().parse().ok())
+            .unwrap_or(tracing::level_filters::LevelFilter::INFO);
+        let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|format| format.eq_ignore_ascii_case("json"));
+        Self { level, json }
+    }
+}
+
+/// Installs the function's log subscriber: what `lambda_http`'s `init_default_subscriber`
+/// does, minus per-module filter directives, whose filter engine (regular expressions) adds
+/// about 145 KB to each zip (measured: upload-url 3,081,652 B with it, 2,936,763 B without).
+pub fn init_logging() {
+    let settings = LogSettings::from_vars(|name| std::env::var(name).ok());
+    let builder = tracing_subscriber::fmt().with_target(false).without_time().with_max_level(settings.level);
+    if settings.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_settings_follow_lambdas_logging_controls() {
+        use tracing::level_filters::LevelFilter;
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+        };
+        assert_eq!(LogSettings::from_vars(vars(&[])), LogSettings { level: LevelFilter::INFO, json: false });
+        let lambda = LogSettings::from_vars(vars(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG"), ("RUST_LOG", "error"), ("AWS_LAMBDA_LOG_FORMAT", "JSON")]));
+        assert_eq!(lambda, LogSettings { level: LevelFilter::DEBUG, json: true });
+        assert_eq!(LogSettings::from_vars(vars(&[("RUST_LOG", "warn")])).level, LevelFilter::WARN);
+        assert_eq!(LogSettings::from_vars(vars(&[("RUST_LOG", "aws_smithy=debug")])).level, LevelFilter::INFO);
+    }
 
     fn request(method: &str, path: &str) -> Request {
         lambda_http::http::Request::builder()

@@ -215,7 +215,7 @@ impl History {
             .skip(1)
             .find(|deployment| {
                 deployment.versions() != versions
-                    && !deployment.smoke_test.as_ref().is_some_and(|outcome| !outcome.passed)
+                    && deployment.smoke_test.as_ref().is_none_or(|outcome| outcome.passed)
             })
             .ok_or_else(|| HistoryError::NothingToRollBackTo { env: self.env.clone() })
     }

@@ -81,7 +81,7 @@ impl Desired {
 pub enum Outcome {
     /// The environment already matched; nothing was written.
     NoChanges,
-    Applied(Deployment),
+    Applied(Box<Deployment>),
 }
 
 /// What the history records about a run besides what the state shows after it.
@@ -188,7 +188,7 @@ async fn locked(
     let deployment = history.push(deployment).clone();
     writer.set_record(history::RECORD, history.to_value()).await?;
     println!("Recorded deployment #{} of `{}` ({}).", deployment.id, session.env.name, deployment.origin);
-    Ok(Outcome::Applied(deployment))
+    Ok(Outcome::Applied(Box::new(deployment)))
 }
 
 /// What each function serves, as the state records it: the code of `function.<name>` and

@@ -237,7 +237,7 @@ fn machine() -> Result<Machine> {
         cpu,
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         memory_gib: kib / (1024.0 * 1024.0),
-        rustc: process::capture(&mut Command::new("rustc").arg("-V"))?.trim().to_owned(),
+        rustc: process::capture(Command::new("rustc").arg("-V"))?.trim().to_owned(),
     })
 }
 

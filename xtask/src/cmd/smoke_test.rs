@@ -1,10 +1,10 @@
 //! `cargo xtask smoke-test --env E`: the real client flow against a deployed environment.
 //!
-//! 1. GET /upload-url, 2. PUT a bundled photo with the signed content type, 3. POST /analyze;
-//! for the astronaut photo exactly one face, dominant emotion HAPPY; for a photo without a
-//! face, zero faces; and a bad fileKey is a 400. The result is recorded in the environment's
-//! state, with the artifact hashes it tested, and on the current deployment of its history,
-//! for promotion to check.
+//! For each bundled photo: GET /upload-url, PUT the photo with the signed content type, POST
+//! /analyze. The astronaut photo must give exactly one face, dominant emotion HAPPY; a photo
+//! without a face, zero faces; and a bad fileKey is a 400. The result is recorded in the
+//! environment's state, with the artifact hashes it tested, and on the current deployment of
+//! its history, for promotion to check.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -222,7 +222,13 @@ pub async fn apply<P: Provider, S: StateStore>(
                         stopped.get_or_insert_with(|| format!("{id} failed"));
                         Outcome::Failed { error, elapsed }
                     }
-                    Event::Applied(Err(StepError::State(error))) | Event::Saved(_, Err(error)) => {
+                    Event::Applied(Err(StepError::State(error))) => {
+                        stopped.get_or_insert_with(|| format!("saving state after {id} failed"));
+                        let message = error.to_string();
+                        state_error.get_or_insert(*error);
+                        Outcome::Failed { error: message, elapsed }
+                    }
+                    Event::Saved(_, Err(error)) => {
                         stopped.get_or_insert_with(|| format!("saving state after {id} failed"));
                         let message = error.to_string();
                         state_error.get_or_insert(error);
@@ -315,12 +321,12 @@ fn execution_graph(
 
 enum StepError {
     Provider(String),
-    State(StoreError),
+    State(Box<StoreError>),
 }
 
 impl From<StoreError> for StepError {
     fn from(error: StoreError) -> Self {
-        StepError::State(error)
+        StepError::State(Box::new(error))
     }
 }
 

@@ -128,6 +128,9 @@ struct Ports {
     by_api: BTreeMap<String, u16>,
 }
 
+/// A function by region, name and qualifier.
+type FunctionKey = (String, String, Option<String>);
+
 /// A function made ready to run: its spec, and what it was made from.
 #[derive(Debug, Clone)]
 struct Prepared {
@@ -151,7 +154,7 @@ struct DataPlane {
     runtimes: tokio::sync::Mutex<HashMap<String, Arc<Runtime>>>,
     /// By (region, function name); preparing (fetching code) is serialized.
     /// By region, function name and qualifier.
-    prepared: tokio::sync::Mutex<HashMap<(String, String, Option<String>), Prepared>>,
+    prepared: tokio::sync::Mutex<HashMap<FunctionKey, Prepared>>,
     stopping: AtomicBool,
 }
 

@@ -617,7 +617,7 @@ impl Shared {
             spec.code_sha256,
             spec.memory_mb
         ));
-        let mut child = match command.spawn() {
+        let mut child = match spawn_retrying_busy(&mut command) {
             Ok(child) => child,
             Err(error) => {
                 instance.log.line(&format!("=== {} instance {id} failed to start: {error}", now_text()));
@@ -1223,6 +1223,24 @@ fn exit_signal(status: &std::process::ExitStatus) -> Option<i32> {
 #[cfg(not(unix))]
 fn exit_signal(_: &std::process::ExitStatus) -> Option<i32> {
     None
+}
+
+/// Spawns `command`, trying again for a moment while the executable is busy (`ETXTBSY`):
+/// a bootstrap just written by this process cannot be executed while another of its
+/// threads has forked a child that has not yet exec'd, since that child still holds the
+/// file open for writing.
+fn spawn_retrying_busy(command: &mut tokio::process::Command) -> io::Result<tokio::process::Child> {
+    let mut delay = Duration::from_millis(5);
+    for _ in 0..8 {
+        match command.spawn() {
+            Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            result => return result,
+        }
+    }
+    command.spawn()
 }
 
 // ---------------------------------------------------------------------------------------

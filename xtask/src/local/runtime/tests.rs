@@ -314,7 +314,7 @@ async fn local_runtime_logs_instances_and_invocations_to_the_functions_log_file(
     let runtime = Runtime::start().await.unwrap();
     let spec = spec(dir.path(), "logged");
     let outcome = runtime.invoke_traced(&spec, b"{}".to_vec()).await;
-    assert!(outcome.result.is_ok());
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
     runtime.shutdown().await;
 
     let log = std::fs::read_to_string(&spec.log_file).unwrap();

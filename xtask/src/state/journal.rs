@@ -38,7 +38,8 @@ pub enum Change {
 }
 
 impl Change {
-    fn apply(self, state: &mut StateFile) {
+    /// Makes the change to `state`, in memory.
+    pub(super) fn apply(self, state: &mut StateFile) {
         match self {
             Change::Begin(id, pending) => {
                 state.pending.insert(id, pending);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::journal::Change;
 use super::store::{StateStore, StoreError, Versioned};
 use super::{Pending, ResourceState, StateFile, FORMAT_VERSION};
 use crate::engine::resource::ResourceId;
@@ -86,28 +87,17 @@ impl<S: StateStore> StateWriter<S> {
 
     /// Journals an operation before the cloud is touched.
     pub async fn begin(&mut self, id: ResourceId, pending: Pending) -> Result<(), StoreError> {
-        self.update(|state| {
-            state.pending.insert(id, pending);
-        })
-        .await
+        self.update(|state| Change::Begin(id, pending).apply(state)).await
     }
 
     /// Records a resource created, updated or adopted, and clears its pending entry.
     pub async fn finish_create_or_update(&mut self, id: ResourceId, resource: ResourceState) -> Result<(), StoreError> {
-        self.update(|state| {
-            state.pending.remove(&id);
-            state.resources.insert(id, resource);
-        })
-        .await
+        self.update(|state| Change::Recorded(id, resource).apply(state)).await
     }
 
     /// Forgets a deleted resource, and clears its pending entry.
     pub async fn finish_delete(&mut self, id: &ResourceId) -> Result<(), StoreError> {
-        self.update(|state| {
-            state.pending.remove(id);
-            state.resources.remove(id);
-        })
-        .await
+        self.update(|state| Change::Deleted(id.clone()).apply(state)).await
     }
 
     /// Clears a pending entry: the operation failed without effect, or a crash's leftover was

@@ -617,16 +617,9 @@ impl DataPlane {
                 (bootstrap, code.code_sha256)
             }
         };
-        let spec = FunctionSpec {
-            name: function.name.clone(),
-            arn: function.arn.clone(),
-            code_sha256,
-            bootstrap,
-            environment: function_environment(function, &self.options.endpoint, face_url.as_deref()),
-            memory_mb: function.memory_mb,
-            timeout: function.timeout,
-            log_file: self.options.state_dir.function_log(&function.name),
-        };
+        let log_file = self.options.state_dir.function_log(&function.name);
+        let spec =
+            deployed_spec(function, code_sha256, bootstrap, &self.options.endpoint, face_url.as_deref(), log_file);
         prepared.insert(key, Prepared { function: function.clone(), face_url, spec: spec.clone() });
         Ok(spec)
     }
@@ -663,6 +656,28 @@ impl DataPlane {
                 Err(shared) => drop(shared),
             }
         }
+    }
+}
+
+/// How the local runtime runs a deployed function: as configured, from `bootstrap` (unpacked
+/// from code `code_sha256`), with [`function_environment`].
+pub fn deployed_spec(
+    function: &Function,
+    code_sha256: String,
+    bootstrap: std::path::PathBuf,
+    endpoint: &str,
+    face_url: Option<&str>,
+    log_file: std::path::PathBuf,
+) -> FunctionSpec {
+    FunctionSpec {
+        name: function.name.clone(),
+        arn: function.arn.clone(),
+        code_sha256,
+        bootstrap,
+        environment: function_environment(function, endpoint, face_url),
+        memory_mb: function.memory_mb,
+        timeout: function.timeout,
+        log_file,
     }
 }
 

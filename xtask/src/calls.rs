@@ -45,6 +45,8 @@ pub struct Call {
 
 static COUNTS: LazyLock<Mutex<Counts>> = LazyLock::new(Mutex::default);
 static TRACE: LazyLock<Mutex<Vec<Call>>> = LazyLock::new(Mutex::default);
+/// The trace is kept only when it is to be written: it grows with every call.
+static TRACING: LazyLock<bool> = LazyLock::new(|| std::env::var_os(CALL_TRACE_ENV).is_some());
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 tokio::task_local! {
@@ -82,6 +84,9 @@ impl Intercept for CallCounter {
             let mut counts = COUNTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             *counts.entry(metadata.service().to_owned()).or_default().entry(metadata.name().to_owned()).or_default() += 1;
             drop(counts);
+            if !*TRACING {
+                return Ok(());
+            }
             let call = Call {
                 service: metadata.service().to_owned(),
                 operation: metadata.name().to_owned(),
@@ -105,7 +110,7 @@ pub fn total(counts: &Counts) -> u64 {
     counts.values().flat_map(BTreeMap::values).sum()
 }
 
-/// Every call made so far in this process, in order.
+/// Every call made so far in this process, in order; empty unless [`CALL_TRACE_ENV`] is set.
 pub fn trace() -> Vec<Call> {
     TRACE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
 }

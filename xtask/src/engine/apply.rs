@@ -245,9 +245,9 @@ pub async fn apply<P: Provider, S: StateStore>(
         }
     }
 
-    // A dependent released by a step whose result then failed to save did not start: the
-    // run stopped first. It is reported below with the rest of what did not run.
-    // Whatever did not run: skipped because of a failed dependency, or simply not started.
+    // A dependent released by a step whose result then failed to save never touched the
+    // cloud: its pending entry was in that failed write or refused after it, so it failed
+    // above. Whatever did not run: skipped because of a failed dependency, or not started.
     for id in dag.topological_order() {
         if outcomes.contains_key(&id) {
             continue;

@@ -113,11 +113,7 @@ pub fn xtask_bin() -> PathBuf {
 /// are the only difference from a run against AWS.
 pub fn xtask(moto: &Moto) -> Command {
     let bin = xtask_bin();
-    assert!(
-        bin.exists(),
-        "the xtask binary {} does not exist; run the tests with `cargo xtask test`",
-        bin.display()
-    );
+    assert!(bin.exists(), "the xtask binary {} does not exist; run the tests with `cargo xtask test`", bin.display());
     let mut command = Command::new(bin);
     command
         .current_dir(workspace_root())

@@ -61,14 +61,9 @@ impl Build {
 fn synthetic_build(dir: &Path, analyze_version: u32) -> Build {
     let mut functions = BTreeMap::new();
     for function in FUNCTIONS {
-        let version = if function == "analyze" {
-            analyze_version
-        } else {
-            0
-        };
+        let version = if function == "analyze" { analyze_version } else { 0 };
         let bootstrap = format!("#!synthetic {function} v{version}\n").into_bytes();
-        let zip =
-            xtask::artifact::zip_bootstrap(&bootstrap).expect("zipping a synthetic bootstrap");
+        let zip = xtask::artifact::zip_bootstrap(&bootstrap).expect("zipping a synthetic bootstrap");
         let path = dir.join(format!("{function}.zip"));
         std::fs::write(&path, &zip).unwrap();
         let (sha256_hex, sha256_base64) = xtask::artifact::sha256(&zip);
@@ -79,26 +74,13 @@ fn synthetic_build(dir: &Path, analyze_version: u32) -> Build {
             sha256_hex,
             sha256_base64,
         };
-        functions.insert(
-            function.to_owned(),
-            BTreeMap::from([(Arch::X86_64, artifact)]),
-        );
+        functions.insert(function.to_owned(), BTreeMap::from([(Arch::X86_64, artifact)]));
     }
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        fingerprint: format!("synthetic-{analyze_version}"),
-        functions,
-    };
+    let manifest =
+        Manifest { format_version: FORMAT_VERSION, fingerprint: format!("synthetic-{analyze_version}"), functions };
     let manifest_path = dir.join("manifest.json");
-    std::fs::write(
-        &manifest_path,
-        serde_json::to_string_pretty(&manifest).unwrap(),
-    )
-    .unwrap();
-    Build {
-        manifest_path,
-        manifest,
-    }
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    Build { manifest_path, manifest }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -136,11 +118,7 @@ impl Run {
     }
 
     fn count(&self, service: &str, operation: &str) -> u64 {
-        self.calls
-            .get(service)
-            .and_then(|ops| ops.get(operation))
-            .copied()
-            .unwrap_or(0)
+        self.calls.get(service).and_then(|ops| ops.get(operation)).copied().unwrap_or(0)
     }
 
     /// Every mutating call, as `Service:Operation` with its count.
@@ -156,10 +134,7 @@ impl Run {
     /// Mutating calls outside S3 (whose writes are the state document, the lock and the
     /// artifact store).
     fn stack_mutations(&self) -> BTreeMap<String, u64> {
-        self.mutations()
-            .into_iter()
-            .filter(|(call, _)| !call.starts_with("S3:"))
-            .collect()
+        self.mutations().into_iter().filter(|(call, _)| !call.starts_with("S3:")).collect()
     }
 }
 
@@ -167,8 +142,8 @@ impl Run {
 /// Describe).
 fn is_mutating(operation: &str) -> bool {
     const WRITES: [&str; 16] = [
-        "Put", "Create", "Update", "Delete", "Tag", "Untag", "Add", "Remove", "Attach", "Detach",
-        "Copy", "Upload", "Complete", "Abort", "Publish", "Invoke",
+        "Put", "Create", "Update", "Delete", "Tag", "Untag", "Add", "Remove", "Attach", "Detach", "Copy", "Upload",
+        "Complete", "Abort", "Publish", "Invoke",
     ];
     WRITES.iter().any(|prefix| operation.starts_with(prefix))
 }
@@ -196,12 +171,8 @@ fn read_calls(log: &Path) -> Counts {
     if text.trim().is_empty() {
         return Counts::new();
     }
-    serde_json::from_str(&text).unwrap_or_else(|error| {
-        panic!(
-            "the call log {} is not JSON: {error}\n{text}",
-            log.display()
-        )
-    })
+    serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("the call log {} is not JSON: {error}\n{text}", log.display()))
 }
 
 fn finish(child: Child, log: &Path, started: Instant) -> Run {
@@ -227,15 +198,7 @@ fn xtask(moto: &Moto, args: &[&str]) -> Run {
 }
 
 fn deploy_args(build: &Build) -> Vec<&str> {
-    vec![
-        "deploy",
-        "--env",
-        ENV,
-        "--yes",
-        "--no-build",
-        "--manifest",
-        build.manifest_path.to_str().unwrap(),
-    ]
+    vec!["deploy", "--env", ENV, "--yes", "--no-build", "--manifest", build.manifest_path.to_str().unwrap()]
 }
 
 fn deploy(moto: &Moto, build: &Build) -> Run {
@@ -243,18 +206,8 @@ fn deploy(moto: &Moto, build: &Build) -> Run {
 }
 
 fn plan_json(moto: &Moto, build: &Build, env: &[(&str, &Path)]) -> Value {
-    let run = xtask_env(
-        moto,
-        &[
-            "plan",
-            "--env",
-            ENV,
-            "--json",
-            "--manifest",
-            build.manifest_path.to_str().unwrap(),
-        ],
-        env,
-    );
+    let run =
+        xtask_env(moto, &["plan", "--env", ENV, "--json", "--manifest", build.manifest_path.to_str().unwrap()], env);
     run.assert_success("plan --json");
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|error| panic!("plan --json printed no JSON ({error}):\n{}", run.stdout))
@@ -262,12 +215,7 @@ fn plan_json(moto: &Moto, build: &Build, env: &[(&str, &Path)]) -> Value {
 
 /// The steps of a JSON plan that change something.
 fn changing_steps(plan: &Value) -> Vec<&Value> {
-    plan["steps"]
-        .as_array()
-        .expect("a plan has steps")
-        .iter()
-        .filter(|step| step["action"] != "no_op")
-        .collect()
+    plan["steps"].as_array().expect("a plan has steps").iter().filter(|step| step["action"] != "no_op").collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -285,11 +233,8 @@ struct Aws {
 impl Aws {
     async fn new(moto: &Moto) -> Self {
         let config = moto.sdk_config().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config)
-                .force_path_style(true)
-                .build(),
-        );
+        let s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
         Self {
             store: S3Store::new(s3.clone(), STATE_BUCKET, STATE_PREFIX, ENV),
             s3,
@@ -302,41 +247,23 @@ impl Aws {
 
     /// The state document, if the state bucket and document exist.
     async fn state(&self) -> Option<StateFile> {
-        self.versioned_state()
-            .await
-            .map(|versioned| versioned.value)
+        self.versioned_state().await.map(|versioned| versioned.value)
     }
 
     async fn versioned_state(&self) -> Option<xtask::state::Versioned<StateFile>> {
-        if !self
-            .bucket_names()
-            .await
-            .iter()
-            .any(|name| name == STATE_BUCKET)
-        {
+        if !self.bucket_names().await.iter().any(|name| name == STATE_BUCKET) {
             return None;
         }
-        self.store
-            .load()
-            .await
-            .expect("the state document is readable")
+        self.store.load().await.expect("the state document is readable")
     }
 
     async fn lock(&self) -> Option<LockInfo> {
-        self.store
-            .read_lock()
-            .await
-            .expect("the lock is readable")
-            .map(|versioned| versioned.value)
+        self.store.read_lock().await.expect("the lock is readable").map(|versioned| versioned.value)
     }
 
     async fn bucket_names(&self) -> Vec<String> {
         let buckets = self.s3.list_buckets().send().await.expect("ListBuckets");
-        buckets
-            .buckets()
-            .iter()
-            .filter_map(|bucket| bucket.name().map(str::to_owned))
-            .collect()
+        buckets.buckets().iter().filter_map(|bucket| bucket.name().map(str::to_owned)).collect()
     }
 
     /// Everything the emulator holds that could belong to the stack (everything but the
@@ -353,34 +280,15 @@ impl Aws {
         for role in roles.roles() {
             items.push(format!("role:{}", role.role_name()));
         }
-        let groups = self
-            .logs
-            .describe_log_groups()
-            .send()
-            .await
-            .expect("DescribeLogGroups");
+        let groups = self.logs.describe_log_groups().send().await.expect("DescribeLogGroups");
         for group in groups.log_groups() {
-            items.push(format!(
-                "log_group:{}",
-                group.log_group_name().unwrap_or_default()
-            ));
+            items.push(format!("log_group:{}", group.log_group_name().unwrap_or_default()));
         }
-        let functions = self
-            .lambda
-            .list_functions()
-            .send()
-            .await
-            .expect("ListFunctions");
+        let functions = self.lambda.list_functions().send().await.expect("ListFunctions");
         for function in functions.functions() {
             let name = function.function_name().unwrap_or_default();
             items.push(format!("function:{name}"));
-            let aliases = self
-                .lambda
-                .list_aliases()
-                .function_name(name)
-                .send()
-                .await
-                .expect("ListAliases");
+            let aliases = self.lambda.list_aliases().function_name(name).send().await.expect("ListAliases");
             let mut qualifiers = vec![None];
             for alias in aliases.aliases() {
                 let alias = alias.name().unwrap_or_default();
@@ -404,41 +312,17 @@ impl Aws {
             let id = api.api_id().unwrap_or_default();
             api_names.push(api.name().unwrap_or_default().to_owned());
             items.push(format!("http_api:{id}"));
-            let integrations = self
-                .apigateway
-                .get_integrations()
-                .api_id(id)
-                .send()
-                .await
-                .expect("GetIntegrations");
+            let integrations = self.apigateway.get_integrations().api_id(id).send().await.expect("GetIntegrations");
             for integration in integrations.items() {
-                items.push(format!(
-                    "integration:{}",
-                    integration.integration_id().unwrap_or_default()
-                ));
+                items.push(format!("integration:{}", integration.integration_id().unwrap_or_default()));
             }
-            let routes = self
-                .apigateway
-                .get_routes()
-                .api_id(id)
-                .send()
-                .await
-                .expect("GetRoutes");
+            let routes = self.apigateway.get_routes().api_id(id).send().await.expect("GetRoutes");
             for route in routes.items() {
                 items.push(format!("route:{}", route.route_id().unwrap_or_default()));
             }
-            let stages = self
-                .apigateway
-                .get_stages()
-                .api_id(id)
-                .send()
-                .await
-                .expect("GetStages");
+            let stages = self.apigateway.get_stages().api_id(id).send().await.expect("GetStages");
             for stage in stages.items() {
-                items.push(format!(
-                    "stage:{id}/{}",
-                    stage.stage_name().unwrap_or_default()
-                ));
+                items.push(format!("stage:{id}/{}", stage.stage_name().unwrap_or_default()));
             }
         }
         Inventory { items, api_names }
@@ -446,34 +330,19 @@ impl Aws {
 
     /// The statements of a function's resource policy (none without a policy).
     async fn permission_statements(&self, function: &str, qualifier: Option<&str>) -> Vec<Value> {
-        match self
-            .lambda
-            .get_policy()
-            .function_name(function)
-            .set_qualifier(qualifier.map(str::to_owned))
-            .send()
-            .await
+        match self.lambda.get_policy().function_name(function).set_qualifier(qualifier.map(str::to_owned)).send().await
         {
             Ok(policy) => {
-                let document: Value = serde_json::from_str(policy.policy().unwrap_or("{}"))
-                    .expect("the function policy is JSON");
+                let document: Value =
+                    serde_json::from_str(policy.policy().unwrap_or("{}")).expect("the function policy is JSON");
                 match &document["Statement"] {
                     Value::Array(statements) => statements.clone(),
                     single @ Value::Object(_) => vec![single.clone()],
                     _ => Vec::new(),
                 }
             }
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                Vec::new()
-            }
-            Err(error) => panic!(
-                "GetPolicy {function}: {}",
-                aws_sdk_lambda::error::DisplayErrorContext(&error)
-            ),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Vec::new(),
+            Err(error) => panic!("GetPolicy {function}: {}", aws_sdk_lambda::error::DisplayErrorContext(&error)),
         }
     }
 }
@@ -491,10 +360,7 @@ impl Inventory {
     }
 
     fn of_kind(&self, kind: &str) -> Vec<&String> {
-        self.items
-            .iter()
-            .filter(|item| item.starts_with(&format!("{kind}:")))
-            .collect()
+        self.items.iter().filter(|item| item.starts_with(&format!("{kind}:"))).collect()
     }
 }
 
@@ -508,22 +374,14 @@ fn recorded(state: &StateFile) -> BTreeSet<String> {
             let kind = serde_json::to_value(resource.kind).unwrap();
             let kind = kind.as_str().unwrap();
             match resource.kind {
-                Kind::Stage => format!(
-                    "{kind}:{}/{}",
-                    resource.inputs["api_id"].as_str().unwrap(),
-                    resource.physical_id
-                ),
-                Kind::Alias => format!(
-                    "{kind}:{}/{}",
-                    resource.inputs["function_name"].as_str().unwrap(),
-                    resource.physical_id
-                ),
+                Kind::Stage => {
+                    format!("{kind}:{}/{}", resource.inputs["api_id"].as_str().unwrap(), resource.physical_id)
+                }
+                Kind::Alias => {
+                    format!("{kind}:{}/{}", resource.inputs["function_name"].as_str().unwrap(), resource.physical_id)
+                }
                 Kind::Permission => {
-                    format!(
-                        "{kind}:{}/{}",
-                        resource.inputs["function_name"].as_str().unwrap(),
-                        resource.physical_id
-                    )
+                    format!("{kind}:{}/{}", resource.inputs["function_name"].as_str().unwrap(), resource.physical_id)
                 }
                 _ => format!("{kind}:{}", resource.physical_id),
             }
@@ -535,40 +393,16 @@ fn recorded(state: &StateFile) -> BTreeSet<String> {
 /// stack with nothing pending.
 async fn assert_converged(aws: &Aws) {
     let state = aws.state().await.expect("a state document");
-    assert!(
-        state.pending.is_empty(),
-        "nothing is left pending: {:?}",
-        state.pending
-    );
-    assert_eq!(
-        state.resources.len(),
-        STACK_SIZE,
-        "state records the whole stack: {:?}",
-        state.resources.keys()
-    );
+    assert!(state.pending.is_empty(), "nothing is left pending: {:?}", state.pending);
+    assert_eq!(state.resources.len(), STACK_SIZE, "state records the whole stack: {:?}", state.resources.keys());
     let inventory = aws.inventory().await;
     let (in_cloud, in_state) = (inventory.set(), recorded(&state));
     let orphans: Vec<&String> = in_cloud.difference(&in_state).collect();
     let missing: Vec<&String> = in_state.difference(&in_cloud).collect();
-    assert!(
-        orphans.is_empty(),
-        "resources of the stack that state does not record (orphans): {orphans:?}"
-    );
-    assert!(
-        missing.is_empty(),
-        "resources state records that do not exist: {missing:?}"
-    );
-    assert_eq!(
-        inventory.items.len(),
-        in_cloud.len(),
-        "no resource is listed twice: {:?}",
-        inventory.items
-    );
-    assert_eq!(
-        inventory.api_names,
-        [API_NAME],
-        "exactly one API, named {API_NAME}"
-    );
+    assert!(orphans.is_empty(), "resources of the stack that state does not record (orphans): {orphans:?}");
+    assert!(missing.is_empty(), "resources state records that do not exist: {missing:?}");
+    assert_eq!(inventory.items.len(), in_cloud.len(), "no resource is listed twice: {:?}", inventory.items);
+    assert_eq!(inventory.api_names, [API_NAME], "exactly one API, named {API_NAME}");
     for (kind, expected) in [
         ("bucket", 1),
         ("role", 2),
@@ -581,23 +415,14 @@ async fn assert_converged(aws: &Aws) {
         ("stage", 1),
         ("permission", 2),
     ] {
-        assert_eq!(
-            inventory.of_kind(kind).len(),
-            expected,
-            "{expected} {kind} in the emulator: {:?}",
-            inventory.items
-        );
+        assert_eq!(inventory.of_kind(kind).len(), expected, "{expected} {kind} in the emulator: {:?}", inventory.items);
     }
 }
 
 /// Nothing of the stack exists in the emulator.
 async fn assert_no_stack(aws: &Aws) {
     let inventory = aws.inventory().await;
-    assert!(
-        inventory.items.is_empty(),
-        "nothing of the stack exists: {:?}",
-        inventory.items
-    );
+    assert!(inventory.items.is_empty(), "nothing of the stack exists: {:?}", inventory.items);
 }
 
 fn moto() -> Moto {
@@ -612,8 +437,7 @@ fn temp_dir() -> tempfile::TempDir {
 fn policy_document(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| {
         let decoded = percent_decode(text);
-        serde_json::from_str(&decoded)
-            .unwrap_or_else(|error| panic!("not a policy document ({error}): {decoded}"))
+        serde_json::from_str(&decoded).unwrap_or_else(|error| panic!("not a policy document ({error}): {decoded}"))
     })
 }
 
@@ -645,10 +469,7 @@ fn percent_decode(text: &str) -> String {
 fn strings(value: &Value) -> Vec<String> {
     match value {
         Value::String(text) => vec![text.clone()],
-        Value::Array(items) => items
-            .iter()
-            .map(|item| item.as_str().expect("a string").to_owned())
-            .collect(),
+        Value::Array(items) => items.iter().map(|item| item.as_str().expect("a string").to_owned()).collect(),
         other => panic!("expected a string or a list of strings, got {other}"),
     }
 }
@@ -683,16 +504,8 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
     assert_eq!(state.account_id.as_deref(), Some(ACCOUNT));
 
     // The upload bucket: private, encrypted, expiring uploads/, CORS for browser uploads.
-    let block = aws
-        .s3
-        .get_public_access_block()
-        .bucket(UPLOAD_BUCKET)
-        .send()
-        .await
-        .expect("GetPublicAccessBlock");
-    let block = block
-        .public_access_block_configuration()
-        .expect("a public access block");
+    let block = aws.s3.get_public_access_block().bucket(UPLOAD_BUCKET).send().await.expect("GetPublicAccessBlock");
+    let block = block.public_access_block_configuration().expect("a public access block");
     assert_eq!(
         [
             block.block_public_acls(),
@@ -703,25 +516,12 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
         [Some(true); 4],
         "all four public access blocks: {block:?}"
     );
-    let encryption = aws
-        .s3
-        .get_bucket_encryption()
-        .bucket(UPLOAD_BUCKET)
-        .send()
-        .await
-        .expect("GetBucketEncryption");
-    let rules = encryption
-        .server_side_encryption_configuration()
-        .expect("an encryption configuration")
-        .rules();
+    let encryption = aws.s3.get_bucket_encryption().bucket(UPLOAD_BUCKET).send().await.expect("GetBucketEncryption");
+    let rules = encryption.server_side_encryption_configuration().expect("an encryption configuration").rules();
     assert!(
-        rules.iter().any(
-            |rule| rule
-                .apply_server_side_encryption_by_default()
-                .is_some_and(|default| {
-                    default.sse_algorithm() == &aws_sdk_s3::types::ServerSideEncryption::Aes256
-                })
-        ),
+        rules.iter().any(|rule| rule
+            .apply_server_side_encryption_by_default()
+            .is_some_and(|default| { default.sse_algorithm() == &aws_sdk_s3::types::ServerSideEncryption::Aes256 })),
         "default encryption SSE-S3: {rules:?}"
     );
     let lifecycle = aws
@@ -734,60 +534,24 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
     let expiring: Vec<_> = lifecycle
         .rules()
         .iter()
-        .filter(|rule| {
-            rule.expiration()
-                .and_then(|expiration| expiration.days())
-                .is_some()
-        })
+        .filter(|rule| rule.expiration().and_then(|expiration| expiration.days()).is_some())
         .collect();
-    assert_eq!(
-        expiring.len(),
-        1,
-        "one expiring rule: {:?}",
-        lifecycle.rules()
-    );
+    assert_eq!(expiring.len(), 1, "one expiring rule: {:?}", lifecycle.rules());
     let rule = expiring[0];
     assert_eq!(rule.status(), &aws_sdk_s3::types::ExpirationStatus::Enabled);
-    assert_eq!(
-        rule.expiration().unwrap().days(),
-        Some(1),
-        "uploads_expire_after_days of local.yaml"
-    );
+    assert_eq!(rule.expiration().unwrap().days(), Some(1), "uploads_expire_after_days of local.yaml");
     let prefix = rule.filter().and_then(|filter| filter.prefix());
-    assert_eq!(
-        prefix,
-        Some("uploads/"),
-        "the expiry applies to uploads/ only: {rule:?}"
-    );
-    let cors = aws
-        .s3
-        .get_bucket_cors()
-        .bucket(UPLOAD_BUCKET)
-        .send()
-        .await
-        .expect("GetBucketCors");
+    assert_eq!(prefix, Some("uploads/"), "the expiry applies to uploads/ only: {rule:?}");
+    let cors = aws.s3.get_bucket_cors().bucket(UPLOAD_BUCKET).send().await.expect("GetBucketCors");
     assert_eq!(cors.cors_rules().len(), 1, "{cors:?}");
     let cors_rule = &cors.cors_rules()[0];
-    assert_eq!(
-        cors_rule.allowed_origins(),
-        ["*"],
-        "cors_allowed_origins of local.yaml"
-    );
-    assert!(
-        cors_rule
-            .allowed_methods()
-            .iter()
-            .any(|method| method == "PUT"),
-        "browsers may PUT: {cors_rule:?}"
-    );
+    assert_eq!(cors_rule.allowed_origins(), ["*"], "cors_allowed_origins of local.yaml");
+    assert!(cors_rule.allowed_methods().iter().any(|method| method == "PUT"), "browsers may PUT: {cors_rule:?}");
 
     // The roles: Lambda may assume them; each grants exactly its function's needs.
     let bucket_objects = format!("arn:aws:s3:::{UPLOAD_BUCKET}/uploads/*");
     for (function, expected) in [
-        (
-            "upload-url",
-            vec![("s3:PutObject".to_owned(), bucket_objects.clone())],
-        ),
+        ("upload-url", vec![("s3:PutObject".to_owned(), bucket_objects.clone())]),
         (
             "analyze",
             vec![
@@ -797,19 +561,10 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
         ),
     ] {
         let role_name = format!("{PREFIX}{function}");
-        let role = aws
-            .iam
-            .get_role()
-            .role_name(&role_name)
-            .send()
-            .await
-            .expect("GetRole");
+        let role = aws.iam.get_role().role_name(&role_name).send().await.expect("GetRole");
         let role = role.role().expect("a role");
         let trust = policy_document(role.assume_role_policy_document().expect("a trust policy"));
-        assert_eq!(
-            trust["Statement"][0]["Principal"]["Service"], "lambda.amazonaws.com",
-            "{trust}"
-        );
+        assert_eq!(trust["Statement"][0]["Principal"]["Service"], "lambda.amazonaws.com", "{trust}");
         assert_eq!(trust["Statement"][0]["Action"], "sts:AssumeRole", "{trust}");
         assert!(aws
             .iam
@@ -820,19 +575,8 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
             .unwrap()
             .attached_policies()
             .is_empty());
-        let names = aws
-            .iam
-            .list_role_policies()
-            .role_name(&role_name)
-            .send()
-            .await
-            .expect("ListRolePolicies");
-        assert_eq!(
-            names.policy_names().len(),
-            1,
-            "one inline policy on {role_name}: {:?}",
-            names.policy_names()
-        );
+        let names = aws.iam.list_role_policies().role_name(&role_name).send().await.expect("ListRolePolicies");
+        assert_eq!(names.policy_names().len(), 1, "one inline policy on {role_name}: {:?}", names.policy_names());
         let inline = aws
             .iam
             .get_role_policy()
@@ -842,22 +586,15 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
             .await
             .expect("GetRolePolicy");
         let document = policy_document(inline.policy_document());
-        let own_log_group =
-            format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{role_name}:*");
+        let own_log_group = format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{role_name}:*");
         let mut granted = Vec::new();
         for statement in document["Statement"].as_array().expect("statements") {
             assert_eq!(statement["Effect"], "Allow", "{statement}");
-            assert!(
-                statement.get("NotAction").is_none() && statement.get("NotResource").is_none(),
-                "{statement}"
-            );
+            assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none(), "{statement}");
             let resources = strings(&statement["Resource"]);
             for action in strings(&statement["Action"]) {
                 if action.starts_with("logs:") {
-                    assert!(
-                        !action.contains('*'),
-                        "no logs wildcard action: {statement}"
-                    );
+                    assert!(!action.contains('*'), "no logs wildcard action: {statement}");
                     assert_eq!(
                         resources,
                         std::slice::from_ref(&own_log_group),
@@ -871,26 +608,17 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
             }
         }
         granted.sort();
-        assert_eq!(
-            granted, expected,
-            "{function}'s policy grants exactly this: {document}"
-        );
+        assert_eq!(granted, expected, "{function}'s policy grants exactly this: {document}");
     }
 
     // The log groups: retention as configured.
     let groups = aws.logs.describe_log_groups().send().await.unwrap();
     for group in groups.log_groups() {
-        assert_eq!(
-            group.retention_in_days(),
-            Some(1),
-            "log_retention_days of local.yaml: {group:?}"
-        );
+        assert_eq!(group.retention_in_days(), Some(1), "log_retention_days of local.yaml: {group:?}");
     }
 
     // The functions: the build's code, their own role, sized as configured.
-    let api_id = state.resources[&ResourceId::from("api")]
-        .physical_id
-        .clone();
+    let api_id = state.resources[&ResourceId::from("api")].physical_id.clone();
     for (function, memory, timeout) in [("upload-url", 128, 5), ("analyze", 256, 10)] {
         let name = format!("{PREFIX}{function}");
         let config = aws
@@ -908,37 +636,22 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
             "{function} has its own role"
         );
         assert_eq!(config.handler(), Some("bootstrap"));
-        assert_eq!(
-            config.runtime().map(|runtime| runtime.as_str()),
-            Some("provided.al2023")
-        );
+        assert_eq!(config.runtime().map(|runtime| runtime.as_str()), Some("provided.al2023"));
         assert_eq!(
             config.code_sha256(),
             Some(build.artifact(function).sha256_base64.as_str()),
             "{function} runs the build"
         );
-        let variables = config
-            .environment()
-            .and_then(|environment| environment.variables())
-            .expect("environment variables");
-        assert_eq!(
-            variables.get("UPLOAD_BUCKET").map(String::as_str),
-            Some(UPLOAD_BUCKET)
-        );
+        let variables =
+            config.environment().and_then(|environment| environment.variables()).expect("environment variables");
+        assert_eq!(variables.get("UPLOAD_BUCKET").map(String::as_str), Some(UPLOAD_BUCKET));
 
         // Its invoke permission, on the `live` alias, names this API and its route.
         let statements = aws.permission_statements(&name, Some("live")).await;
         assert_eq!(statements.len(), 1, "{statements:?}");
         let statement = &statements[0];
-        let route = if function == "analyze" {
-            "POST/analyze"
-        } else {
-            "GET/upload-url"
-        };
-        assert_eq!(
-            statement["Principal"]["Service"], "apigateway.amazonaws.com",
-            "{statement}"
-        );
+        let route = if function == "analyze" { "POST/analyze" } else { "GET/upload-url" };
+        assert_eq!(statement["Principal"]["Service"], "apigateway.amazonaws.com", "{statement}");
         assert_eq!(statement["Action"], "lambda:InvokeFunction", "{statement}");
         assert_eq!(
             statement["Condition"]["ArnLike"]["AWS:SourceArn"],
@@ -948,19 +661,10 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
     }
 
     // The API: Lambda proxy integrations with payload 2.0, the two routes, $default auto-deploying.
-    let integrations = aws
-        .apigateway
-        .get_integrations()
-        .api_id(&api_id)
-        .send()
-        .await
-        .unwrap();
+    let integrations = aws.apigateway.get_integrations().api_id(&api_id).send().await.unwrap();
     let mut integration_of = BTreeMap::new();
     for integration in integrations.items() {
-        assert_eq!(
-            integration.integration_type(),
-            Some(&aws_sdk_apigatewayv2::types::IntegrationType::AwsProxy)
-        );
+        assert_eq!(integration.integration_type(), Some(&aws_sdk_apigatewayv2::types::IntegrationType::AwsProxy));
         assert_eq!(integration.payload_format_version(), Some("2.0"));
         let uri = integration.integration_uri().expect("an integration URI");
         let function = FUNCTIONS
@@ -970,51 +674,24 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
         integration_of.insert(function, integration.integration_id().unwrap().to_owned());
     }
     assert_eq!(integration_of.len(), 2, "one integration per function");
-    let routes = aws
-        .apigateway
-        .get_routes()
-        .api_id(&api_id)
-        .send()
-        .await
-        .unwrap();
+    let routes = aws.apigateway.get_routes().api_id(&api_id).send().await.unwrap();
     let routes: BTreeMap<String, Option<String>> = routes
         .items()
         .iter()
-        .map(|route| {
-            (
-                route.route_key().unwrap().to_owned(),
-                route.target().map(str::to_owned),
-            )
-        })
+        .map(|route| (route.route_key().unwrap().to_owned(), route.target().map(str::to_owned)))
         .collect();
     assert_eq!(
         routes,
         BTreeMap::from([
-            (
-                "GET /upload-url".to_owned(),
-                Some(format!("integrations/{}", integration_of["upload-url"]))
-            ),
-            (
-                "POST /analyze".to_owned(),
-                Some(format!("integrations/{}", integration_of["analyze"]))
-            ),
+            ("GET /upload-url".to_owned(), Some(format!("integrations/{}", integration_of["upload-url"]))),
+            ("POST /analyze".to_owned(), Some(format!("integrations/{}", integration_of["analyze"]))),
         ]),
         "each route targets its function's integration"
     );
-    let stages = aws
-        .apigateway
-        .get_stages()
-        .api_id(&api_id)
-        .send()
-        .await
-        .unwrap();
+    let stages = aws.apigateway.get_stages().api_id(&api_id).send().await.unwrap();
     assert_eq!(stages.items().len(), 1);
     assert_eq!(stages.items()[0].stage_name(), Some("$default"));
-    assert_eq!(
-        stages.items()[0].auto_deploy(),
-        Some(true),
-        "the stage deploys itself"
-    );
+    assert_eq!(stages.items()[0].auto_deploy(), Some(true), "the stage deploys itself");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1038,46 +715,16 @@ async fn a_second_deploy_plans_no_changes_and_makes_no_mutating_call() {
         serde_json::to_string(&again.calls).unwrap()
     );
     assert!(again.stdout.contains("No changes"), "{}", again.stdout);
-    assert_eq!(
-        again.mutations(),
-        BTreeMap::new(),
-        "a no-op deploy changes nothing, not even state or the lock"
-    );
-    assert!(
-        again.total_calls() <= 2,
-        "a no-op deploy reads state and stops: {:?}",
-        again.calls
-    );
-    assert_eq!(
-        again.count("S3", "GetObject"),
-        1,
-        "it reads the state document: {:?}",
-        again.calls
-    );
-    assert_eq!(
-        aws.state().await.unwrap().serial,
-        serial,
-        "state was not rewritten"
-    );
+    assert_eq!(again.mutations(), BTreeMap::new(), "a no-op deploy changes nothing, not even state or the lock");
+    assert!(again.total_calls() <= 2, "a no-op deploy reads state and stops: {:?}", again.calls);
+    assert_eq!(again.count("S3", "GetObject"), 1, "it reads the state document: {:?}", again.calls);
+    assert_eq!(aws.state().await.unwrap().serial, serial, "state was not rewritten");
 
     let plan = xtask(
         &moto,
-        &[
-            "plan",
-            "--env",
-            ENV,
-            "--detailed-exitcode",
-            "--manifest",
-            build.manifest_path.to_str().unwrap(),
-        ],
+        &["plan", "--env", ENV, "--detailed-exitcode", "--manifest", build.manifest_path.to_str().unwrap()],
     );
-    assert_eq!(
-        plan.code(),
-        Some(0),
-        "plan --detailed-exitcode says no changes:\n{}\n{}",
-        plan.stdout,
-        plan.stderr
-    );
+    assert_eq!(plan.code(), Some(0), "plan --detailed-exitcode says no changes:\n{}\n{}", plan.stdout, plan.stderr);
     assert_eq!(plan.mutations(), BTreeMap::new(), "plan changes nothing");
 }
 
@@ -1094,12 +741,8 @@ async fn a_memory_change_is_exactly_one_configuration_update() {
 
     // The local environment with 512 MB for analyze (256 by default).
     let environments = temp_dir();
-    let local =
-        std::fs::read_to_string(e2e::workspace_root().join("environments/local.yaml")).unwrap();
-    assert!(
-        !local.contains("\nfunctions:"),
-        "local.yaml sets no function settings; this test adds them"
-    );
+    let local = std::fs::read_to_string(e2e::workspace_root().join("environments/local.yaml")).unwrap();
+    assert!(!local.contains("\nfunctions:"), "local.yaml sets no function settings; this test adds them");
     std::fs::write(
         environments.path().join("local.yaml"),
         format!("{local}\nfunctions:\n  analyze:\n    memory_mb: 512\n"),
@@ -1127,12 +770,7 @@ async fn a_memory_change_is_exactly_one_configuration_update() {
 
     let run = xtask_env(&moto, &deploy_args(&build), &env);
     run.assert_success("deploy with 512 MB");
-    assert!(
-        run.stdout
-            .contains("0 added, 2 changed, 0 replaced, 0 destroyed"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("0 added, 2 changed, 0 replaced, 0 destroyed"), "{}", run.stdout);
     assert_eq!(
         run.stack_mutations(),
         BTreeMap::from([
@@ -1143,25 +781,13 @@ async fn a_memory_change_is_exactly_one_configuration_update() {
         "a new configuration, published as a version the alias moves to, and no other change: {:?}",
         run.calls
     );
-    let s3_writes: BTreeSet<String> = run
-        .mutations()
-        .into_keys()
-        .filter(|call| call.starts_with("S3:"))
-        .collect();
+    let s3_writes: BTreeSet<String> = run.mutations().into_keys().filter(|call| call.starts_with("S3:")).collect();
     assert!(
-        s3_writes.is_subset(&BTreeSet::from([
-            "S3:PutObject".to_owned(),
-            "S3:DeleteObject".to_owned()
-        ])),
+        s3_writes.is_subset(&BTreeSet::from(["S3:PutObject".to_owned(), "S3:DeleteObject".to_owned()])),
         "S3 is written only for state and lock: {s3_writes:?}"
     );
-    let config = aws
-        .lambda
-        .get_function_configuration()
-        .function_name(format!("{PREFIX}analyze"))
-        .send()
-        .await
-        .unwrap();
+    let config =
+        aws.lambda.get_function_configuration().function_name(format!("{PREFIX}analyze")).send().await.unwrap();
     assert_eq!(config.memory_size(), Some(512));
     assert_eq!(config.timeout(), Some(10), "the timeout is untouched");
     let state = aws.state().await.unwrap();
@@ -1173,14 +799,7 @@ async fn a_memory_change_is_exactly_one_configuration_update() {
 
     let again = xtask_env(
         &moto,
-        &[
-            "plan",
-            "--env",
-            ENV,
-            "--detailed-exitcode",
-            "--manifest",
-            build.manifest_path.to_str().unwrap(),
-        ],
+        &["plan", "--env", ENV, "--detailed-exitcode", "--manifest", build.manifest_path.to_str().unwrap()],
         &env,
     );
     assert_eq!(again.code(), Some(0), "converged:\n{}", again.stdout);
@@ -1200,10 +819,7 @@ async fn a_code_change_updates_only_that_functions_code() {
 
     // The same directory: upload-url's zip is rewritten with the same bytes at the same path.
     let second = synthetic_build(dir.path(), 2);
-    assert_ne!(
-        first.artifact("analyze").sha256_base64,
-        second.artifact("analyze").sha256_base64
-    );
+    assert_ne!(first.artifact("analyze").sha256_base64, second.artifact("analyze").sha256_base64);
     assert_eq!(first.artifact("upload-url"), second.artifact("upload-url"));
 
     let plan = plan_json(&moto, &second, &[]);
@@ -1218,12 +834,8 @@ async fn a_code_change_updates_only_that_functions_code() {
     assert_eq!(steps[1]["action"], "update");
     assert_eq!(steps[1]["changes"][0]["property"], "function_version");
     assert_eq!(steps[1]["changes"][0]["new"]["state"], "known_after_apply");
-    let properties: Vec<&str> = steps[0]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["property"].as_str().unwrap())
-        .collect();
+    let properties: Vec<&str> =
+        steps[0]["changes"].as_array().unwrap().iter().map(|c| c["property"].as_str().unwrap()).collect();
     assert_eq!(properties, ["code_sha256"], "only the code changes");
 
     let run = deploy(&moto, &second);
@@ -1270,12 +882,7 @@ async fn a_code_change_updates_only_that_functions_code() {
     );
     let again = deploy(&moto, &second);
     again.assert_success("redeploy");
-    assert_eq!(
-        again.mutations(),
-        BTreeMap::new(),
-        "converged: {}",
-        again.stdout
-    );
+    assert_eq!(again.mutations(), BTreeMap::new(), "converged: {}", again.stdout);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1300,10 +907,7 @@ async fn of_two_concurrent_deploys_exactly_one_wins_and_the_other_names_the_lock
             .into_iter()
             .map(|(child, log)| scope.spawn(move || finish(child, log, started)))
             .collect();
-        waiting
-            .into_iter()
-            .map(|thread| thread.join().unwrap())
-            .collect()
+        waiting.into_iter().map(|thread| thread.join().unwrap()).collect()
     });
 
     let winners: Vec<usize> = (0..2).filter(|&i| runs[i].status.success()).collect();
@@ -1324,33 +928,17 @@ async fn of_two_concurrent_deploys_exactly_one_wins_and_the_other_names_the_lock
         "concurrent deploys: the winner took {:.2?}; the loser stopped after {:.2?} with: {}",
         runs[winner].elapsed,
         runs[loser].elapsed,
-        message
-            .lines()
-            .find(|line| line.contains("locked by"))
-            .unwrap_or(message)
+        message.lines().find(|line| line.contains("locked by")).unwrap_or(message)
     );
-    assert!(
-        message.contains("locked by"),
-        "the loser says the state is locked:\n{message}"
-    );
+    assert!(message.contains("locked by"), "the loser says the state is locked:\n{message}");
     assert!(
         message.contains(&format!("(pid {})", pids[winner])),
         "the loser names the winner's pid {}:\n{message}",
         pids[winner]
     );
-    assert!(
-        message.contains(&xtask::state::lock::hostname()),
-        "the loser names the winner's host:\n{message}"
-    );
-    assert!(
-        message.contains("deploy"),
-        "the loser names the winner's operation:\n{message}"
-    );
-    assert_eq!(
-        runs[loser].stack_mutations(),
-        BTreeMap::new(),
-        "the loser changed nothing of the stack"
-    );
+    assert!(message.contains(&xtask::state::lock::hostname()), "the loser names the winner's host:\n{message}");
+    assert!(message.contains("deploy"), "the loser names the winner's operation:\n{message}");
+    assert_eq!(runs[loser].stack_mutations(), BTreeMap::new(), "the loser changed nothing of the stack");
 
     let aws = Aws::new(&moto).await;
     assert_converged(&aws).await;
@@ -1369,10 +957,7 @@ async fn kill_midway(aws: &Aws, child: &mut Child, resources: usize) -> bool {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the deploy finished ({status}) before it could be killed midway");
         }
-        assert!(
-            Instant::now() < deadline,
-            "the deploy recorded no progress in 30 s"
-        );
+        assert!(Instant::now() < deadline, "the deploy recorded no progress in 30 s");
         let state = match aws.store.load().await {
             Ok(state) => state.map(|versioned| versioned.value),
             Err(_) => None, // the state bucket may not exist yet
@@ -1390,8 +975,7 @@ async fn kill_midway(aws: &Aws, child: &mut Child, resources: usize) -> bool {
 }
 
 #[tokio::test]
-async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_without_orphans_or_duplicates(
-) {
+async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_without_orphans_or_duplicates() {
     let moto = moto();
     let dir = temp_dir();
     let build = synthetic_build(dir.path(), 1);
@@ -1399,11 +983,7 @@ async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_witho
     let mut args = deploy_args(&build);
     args.extend(["--parallelism", "1"]);
     let (mut command, _log) = command(&moto, &args, &[]);
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let killed_pid = child.id();
     let caught_pending = kill_midway(&aws, &mut child, 4).await;
 
@@ -1413,47 +993,21 @@ async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_witho
         state.resources.len(),
         state.pending.keys().collect::<Vec<_>>()
     );
-    assert!(
-        state.resources.len() < STACK_SIZE,
-        "the deploy was killed midway"
-    );
+    assert!(state.resources.len() < STACK_SIZE, "the deploy was killed midway");
 
     // kill -9 cannot release the lock: the next deploy refuses, naming the dead holder.
     let lock = aws.lock().await.expect("the killed run's lock remains");
     assert_eq!(lock.pid, killed_pid);
     let blocked = deploy(&moto, &build);
-    assert!(
-        !blocked.status.success(),
-        "a deploy over a live lock fails:\n{}",
-        blocked.stdout
-    );
+    assert!(!blocked.status.success(), "a deploy over a live lock fails:\n{}", blocked.stdout);
     assert!(blocked.stderr.contains("locked by"), "{}", blocked.stderr);
-    assert!(
-        blocked.stderr.contains(&format!("(pid {killed_pid})")),
-        "it names the holder's pid:\n{}",
-        blocked.stderr
-    );
-    assert!(
-        blocked.stderr.contains(&lock.id),
-        "it names the lock id to force-unlock:\n{}",
-        blocked.stderr
-    );
-    assert_eq!(
-        blocked.stack_mutations(),
-        BTreeMap::new(),
-        "the refused deploy changed nothing"
-    );
+    assert!(blocked.stderr.contains(&format!("(pid {killed_pid})")), "it names the holder's pid:\n{}", blocked.stderr);
+    assert!(blocked.stderr.contains(&lock.id), "it names the lock id to force-unlock:\n{}", blocked.stderr);
+    assert_eq!(blocked.stack_mutations(), BTreeMap::new(), "the refused deploy changed nothing");
 
     // Unlocking another id removes nothing; the holder's id removes the lock.
-    let wrong = xtask(
-        &moto,
-        &["unlock", "--env", ENV, "--force", "not-the-lock-id"],
-    );
-    assert!(
-        !wrong.status.success(),
-        "unlocking another id fails:\n{}",
-        wrong.stdout
-    );
+    let wrong = xtask(&moto, &["unlock", "--env", ENV, "--force", "not-the-lock-id"]);
+    assert!(!wrong.status.success(), "unlocking another id fails:\n{}", wrong.stdout);
     assert!(aws.lock().await.is_some(), "and leaves the lock");
     xtask(&moto, &["unlock", "--env", ENV, "--force", &lock.id]).assert_success("unlock --force");
     assert!(aws.lock().await.is_none(), "unlock removed the lock");
@@ -1461,17 +1015,9 @@ async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_witho
     let resumed = deploy(&moto, &build);
     resumed.assert_success("deploy after the kill");
     if !state.pending.is_empty() {
-        assert!(
-            resumed.stdout.contains("Recovered"),
-            "the pending operation is resolved first:\n{}",
-            resumed.stdout
-        );
+        assert!(resumed.stdout.contains("Recovered"), "the pending operation is resolved first:\n{}", resumed.stdout);
     }
-    for line in resumed
-        .stdout
-        .lines()
-        .filter(|line| line.starts_with("Recovered"))
-    {
+    for line in resumed.stdout.lines().filter(|line| line.starts_with("Recovered")) {
         println!("resumed deploy: {line}");
     }
     // One Create* (AddPermission for a permission) per resource created: the recorded ones
@@ -1494,14 +1040,7 @@ async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_witho
     assert_eq!(
         xtask(
             &moto,
-            &[
-                "plan",
-                "--env",
-                ENV,
-                "--detailed-exitcode",
-                "--manifest",
-                build.manifest_path.to_str().unwrap()
-            ]
+            &["plan", "--env", ENV, "--detailed-exitcode", "--manifest", build.manifest_path.to_str().unwrap()]
         )
         .code(),
         Some(0),
@@ -1553,29 +1092,15 @@ async fn creates_interrupted_before_they_were_recorded_are_adopted_not_duplicate
 
     let plan = xtask(
         &moto,
-        &[
-            "plan",
-            "--env",
-            ENV,
-            "--detailed-exitcode",
-            "--manifest",
-            build.manifest_path.to_str().unwrap(),
-        ],
+        &["plan", "--env", ENV, "--detailed-exitcode", "--manifest", build.manifest_path.to_str().unwrap()],
     );
-    assert_eq!(
-        plan.code(),
-        Some(2),
-        "plan reports the pending operations as changes:\n{}",
-        plan.stdout
-    );
+    assert_eq!(plan.code(), Some(2), "plan reports the pending operations as changes:\n{}", plan.stdout);
 
     let run = deploy(&moto, &build);
     run.assert_success("deploy with pending creates");
     for (id, physical_id) in &originals {
         assert!(
-            run.stdout.contains(&format!(
-                "Recovered {id}: an interrupted run created {physical_id}; adopted it."
-            )),
+            run.stdout.contains(&format!("Recovered {id}: an interrupted run created {physical_id}; adopted it.")),
             "{id} is adopted:\n{}",
             run.stdout
         );
@@ -1585,27 +1110,14 @@ async fn creates_interrupted_before_they_were_recorded_are_adopted_not_duplicate
         .into_iter()
         .filter(|(call, _)| call.contains(":Create") || call.contains(":AddPermission"))
         .collect();
-    assert_eq!(
-        creates,
-        BTreeMap::new(),
-        "nothing is created again: {:?}",
-        run.calls
-    );
+    assert_eq!(creates, BTreeMap::new(), "nothing is created again: {:?}", run.calls);
     let after = aws.state().await.unwrap();
     for (id, physical_id) in &originals {
-        assert_eq!(
-            &after.resources[id].physical_id, physical_id,
-            "{id} is the original"
-        );
+        assert_eq!(&after.resources[id].physical_id, physical_id, "{id} is the original");
     }
     assert_converged(&aws).await;
     let again = deploy(&moto, &build);
-    assert_eq!(
-        again.mutations(),
-        BTreeMap::new(),
-        "converged:\n{}",
-        again.stdout
-    );
+    assert_eq!(again.mutations(), BTreeMap::new(), "converged:\n{}", again.stdout);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1620,12 +1132,7 @@ async fn destroy_leaves_nothing_of_the_stack_but_the_state_bucket() {
     let aws = Aws::new(&moto).await;
     // An upload: the bucket must be emptied before it can go. (moto enforces a TLS-only bucket
     // policy on PutObject, and the emulator speaks plain HTTP: drop any such policy first.)
-    let _ = aws
-        .s3
-        .delete_bucket_policy()
-        .bucket(UPLOAD_BUCKET)
-        .send()
-        .await;
+    let _ = aws.s3.delete_bucket_policy().bucket(UPLOAD_BUCKET).send().await;
     aws.s3
         .put_object()
         .bucket(UPLOAD_BUCKET)
@@ -1640,32 +1147,15 @@ async fn destroy_leaves_nothing_of_the_stack_but_the_state_bucket() {
     run.assert_success("destroy");
     assert!(run.stdout.contains(&format!("{STACK_SIZE} destroyed")), "{}", run.stdout);
     assert_no_stack(&aws).await;
-    assert_eq!(
-        aws.bucket_names().await,
-        [STATE_BUCKET],
-        "only the state bucket remains"
-    );
+    assert_eq!(aws.bucket_names().await, [STATE_BUCKET], "only the state bucket remains");
     let state = aws.state().await.expect("the state document remains");
-    assert!(
-        state.resources.is_empty(),
-        "state records no resources: {:?}",
-        state.resources.keys()
-    );
-    assert!(
-        state.pending.is_empty(),
-        "nothing pending: {:?}",
-        state.pending
-    );
+    assert!(state.resources.is_empty(), "state records no resources: {:?}", state.resources.keys());
+    assert!(state.pending.is_empty(), "nothing pending: {:?}", state.pending);
     assert!(aws.lock().await.is_none(), "the lock is released");
 
     let again = xtask(&moto, &["destroy", "--env", ENV, "--yes"]);
     again.assert_success("a second destroy");
-    assert_eq!(
-        again.mutations(),
-        BTreeMap::new(),
-        "a second destroy has nothing to do:\n{}",
-        again.stdout
-    );
+    assert_eq!(again.mutations(), BTreeMap::new(), "a second destroy has nothing to do:\n{}", again.stdout);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1677,51 +1167,16 @@ async fn deploy_without_a_terminal_or_yes_refuses_and_creates_nothing() {
     let dir = temp_dir();
     let build = synthetic_build(dir.path(), 1);
     // stdin is /dev/null (see e2e::xtask).
-    let run = xtask(
-        &moto,
-        &[
-            "deploy",
-            "--env",
-            ENV,
-            "--no-build",
-            "--manifest",
-            build.manifest_path.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        !run.status.success(),
-        "deploy without --yes and without a terminal must refuse:\n{}",
-        run.stdout
-    );
-    assert!(
-        run.stderr
-            .contains("refusing to deploy without confirmation"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("--yes"),
-        "it says how to proceed:\n{}",
-        run.stderr
-    );
-    assert!(
-        run.stdout.contains(&format!("{STACK_SIZE} to add")),
-        "it shows what it would have done:\n{}",
-        run.stdout
-    );
-    assert_eq!(
-        run.mutations(),
-        BTreeMap::new(),
-        "nothing is written: {:?}",
-        run.calls
-    );
+    let run =
+        xtask(&moto, &["deploy", "--env", ENV, "--no-build", "--manifest", build.manifest_path.to_str().unwrap()]);
+    assert!(!run.status.success(), "deploy without --yes and without a terminal must refuse:\n{}", run.stdout);
+    assert!(run.stderr.contains("refusing to deploy without confirmation"), "{}", run.stderr);
+    assert!(run.stderr.contains("--yes"), "it says how to proceed:\n{}", run.stderr);
+    assert!(run.stdout.contains(&format!("{STACK_SIZE} to add")), "it shows what it would have done:\n{}", run.stdout);
+    assert_eq!(run.mutations(), BTreeMap::new(), "nothing is written: {:?}", run.calls);
     let aws = Aws::new(&moto).await;
     assert_no_stack(&aws).await;
-    assert_eq!(
-        aws.bucket_names().await,
-        Vec::<String>::new(),
-        "not even the state bucket"
-    );
+    assert_eq!(aws.bucket_names().await, Vec::<String>::new(), "not even the state bucket");
 }
 
 #[tokio::test]
@@ -1751,10 +1206,24 @@ async fn drift_finds_changes_and_deletions_made_behind_the_tools_back_but_not_re
             actions.reverse();
         }
     }
-    aws.iam.put_role_policy().role_name(&role).policy_name("least-privilege").policy_document(policy.to_string()).send().await.unwrap();
+    aws.iam
+        .put_role_policy()
+        .role_name(&role)
+        .policy_name("least-privilege")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap();
     let wide = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]});
     let analyze = format!("{PREFIX}analyze");
-    aws.iam.put_role_policy().role_name(&analyze).policy_name("least-privilege").policy_document(wide.to_string()).send().await.unwrap();
+    aws.iam
+        .put_role_policy()
+        .role_name(&analyze)
+        .policy_name("least-privilege")
+        .policy_document(wide.to_string())
+        .send()
+        .await
+        .unwrap();
     aws.lambda.update_function_configuration().function_name(&analyze).memory_size(1024).send().await.unwrap();
     let state = aws.state().await.unwrap();
     let route = &state.resources[&xtask::engine::resource::ResourceId::new("route.upload-url")];
@@ -1806,7 +1275,11 @@ async fn drift_finds_changes_and_deletions_made_behind_the_tools_back_but_not_re
         "{}",
         repaired.stdout
     );
-    assert!(repaired.stdout.contains("1 added, 3 changed"), "the route, the function, its alias and the role: {}", repaired.stdout);
+    assert!(
+        repaired.stdout.contains("1 added, 3 changed"),
+        "the route, the function, its alias and the role: {}",
+        repaired.stdout
+    );
     let clean = xtask(&moto, &["drift", "--env", ENV]);
     clean.assert_success("drift after the refreshing deploy");
     assert!(clean.stdout.contains(&format!("Drift: {STACK_SIZE} in sync, 0 changed, 0 deleted.")), "{}", clean.stdout);

@@ -103,12 +103,20 @@ fn the_local_cloud_runs_the_real_product_end_to_end() {
     // 4. the README's seed procedure, verbatim, against this API.
     let work = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(work.path().join("tests/fixtures")).unwrap();
-    std::os::unix::fs::symlink(workspace_root().join("tests/fixtures/photos"), work.path().join("tests/fixtures/photos"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        workspace_root().join("tests/fixtures/photos"),
+        work.path().join("tests/fixtures/photos"),
+    )
+    .unwrap();
     let script = seed_procedure().replace("API=http://127.0.0.1:3000", &format!("API={api}"));
-    let output = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(work.path()).output().unwrap();
+    let output =
+        Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(work.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "the seed procedure failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the seed procedure failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let analysis: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(analysis["facesDetected"], 1, "{analysis:#}");
     assert_eq!(analysis["faces"][0]["dominantEmotion"], "HAPPY", "{analysis:#}");

@@ -109,8 +109,9 @@ fn modified(path: &Path) -> SystemTime {
 fn release_build() -> (BTreeMap<String, String>, Vec<PathBuf>) {
     let root = workspace_root();
     let manifest_path = root.join("target/lambda/manifest.json");
-    let text = std::fs::read_to_string(&manifest_path)
-        .unwrap_or_else(|e| panic!("no release build at {} ({e}); run the tests with `cargo xtask test`", manifest_path.display()));
+    let text = std::fs::read_to_string(&manifest_path).unwrap_or_else(|e| {
+        panic!("no release build at {} ({e}); run the tests with `cargo xtask test`", manifest_path.display())
+    });
     let manifest: Value = serde_json::from_str(&text).unwrap();
     let mut hashes = BTreeMap::new();
     let mut files = vec![manifest_path];
@@ -136,7 +137,8 @@ async fn promotion_moves_only_smoke_tested_bytes_and_rollback_restores_earlier_v
         std::os::unix::fs::symlink(&cached, state.path().join("models")).unwrap();
     }
     let endpoint = format!("http://127.0.0.1:{}", free_loopback_port());
-    let cloud = Cloud { state_dir: state.path().to_path_buf(), endpoint: endpoint.clone(), api_port: free_loopback_port() };
+    let cloud =
+        Cloud { state_dir: state.path().to_path_buf(), endpoint: endpoint.clone(), api_port: free_loopback_port() };
     cloud.ok(&["local", "up", "--endpoint", &endpoint]);
 
     // dev: the release build. Promotion waits for a smoke test of exactly this code.

@@ -418,9 +418,19 @@ async fn alias_lifecycle() {
     assert_eq!(live(&state).await, "1", "and back");
 
     // One left by an interrupted run is taken over and moved where the inputs say.
-    let again = p.create(Kind::Alias, "live", &state.inputs.clone().into_iter().map(|(k, v)| {
-        if k == "function_version" { (k, json!("2")) } else { (k, v) }
-    }).collect()).await.unwrap();
+    let again = p
+        .create(
+            Kind::Alias,
+            "live",
+            &state
+                .inputs
+                .clone()
+                .into_iter()
+                .map(|(k, v)| if k == "function_version" { (k, json!("2")) } else { (k, v) })
+                .collect(),
+        )
+        .await
+        .unwrap();
     assert_eq!(again.outputs["function_version"], "2");
     assert_eq!(live(&state).await, "2");
 
@@ -444,7 +454,10 @@ async fn a_zip_that_does_not_match_its_digest_is_refused() {
     assert!(error.to_string().contains("the build and the plan disagree"), "{error}");
 
     let missing = LambdaZip::new(b"never built");
-    let error = p.create(Kind::Function, "ia-test-refused", &function_inputs("ia-test-refused", &role_arn, &missing)).await.unwrap_err();
+    let error = p
+        .create(Kind::Function, "ia-test-refused", &function_inputs("ia-test-refused", &role_arn, &missing))
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("neither in the artifact store"), "{error}");
     let listed = p.clients.s3.list_objects_v2().bucket(ARTIFACTS).send().await.unwrap();
     assert_eq!(listed.key_count(), Some(0), "nothing was uploaded");

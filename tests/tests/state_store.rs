@@ -63,7 +63,8 @@ async fn moto_honours_conditional_puts_and_deletes() {
     let moto = Moto::start().unwrap();
     let client = s3(&moto).await;
     client.create_bucket().bucket(BUCKET).send().await.unwrap();
-    let put = |body: &'static str| client.put_object().bucket(BUCKET).key("k").body(ByteStream::from_static(body.as_bytes()));
+    let put =
+        |body: &'static str| client.put_object().bucket(BUCKET).key("k").body(ByteStream::from_static(body.as_bytes()));
 
     let first = put("one").if_none_match("*").send().await.unwrap().e_tag.unwrap();
     let error = put("two").if_none_match("*").send().await.unwrap_err();
@@ -108,7 +109,12 @@ async fn assert_state_bucket_configured(moto: &Moto, client: &Client, bucket: &s
     let block = client.get_public_access_block().bucket(bucket).send().await.unwrap();
     let block = block.public_access_block_configuration().unwrap();
     assert_eq!(
-        (block.block_public_acls(), block.ignore_public_acls(), block.block_public_policy(), block.restrict_public_buckets()),
+        (
+            block.block_public_acls(),
+            block.ignore_public_acls(),
+            block.block_public_policy(),
+            block.restrict_public_buckets()
+        ),
         (Some(true), Some(true), Some(true), Some(true)),
         "{bucket}"
     );
@@ -188,7 +194,8 @@ async fn documents_round_trip_and_stale_writes_conflict() {
     assert_eq!(object(&client, "image-analyzer/dev/state.json").await.unwrap(), stored, "nothing overwritten");
 
     // The bucket keeps every revision.
-    let versions = client.list_object_versions().bucket(BUCKET).prefix("image-analyzer/dev/state.json").send().await.unwrap();
+    let versions =
+        client.list_object_versions().bucket(BUCKET).prefix("image-analyzer/dev/state.json").send().await.unwrap();
     assert_eq!(versions.versions().len(), 2);
 
     // Two writers: the second to write finds the first's document and stops.
@@ -263,7 +270,10 @@ async fn a_run_holds_renews_and_releases_the_lock() {
     tokio::time::sleep(Duration::from_millis(2300)).await;
     let current = store.read_lock().await.unwrap().unwrap();
     assert_ne!(current.etag, first.etag);
-    assert_eq!((current.value.id.as_str(), current.value.started_at.as_str()), (first.value.id.as_str(), first.value.started_at.as_str()));
+    assert_eq!(
+        (current.value.id.as_str(), current.value.started_at.as_str()),
+        (first.value.id.as_str(), first.value.started_at.as_str())
+    );
     assert!(current.value.expires_at > first.value.expires_at);
     lock.check().unwrap();
 

@@ -54,19 +54,12 @@ impl fmt::Display for Arch {
 /// The Rust targets installed for the active toolchain, per `rustup target list --installed`.
 pub fn installed_targets() -> Result<BTreeSet<String>, ProcessError> {
     let out = process::capture(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    Ok(out
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect())
+    Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
 /// Splits [`Arch::ALL`] into (buildable, missing) given the installed targets.
 pub fn partition(installed: &BTreeSet<String>) -> (Vec<Arch>, Vec<Arch>) {
-    Arch::ALL
-        .into_iter()
-        .partition(|arch| installed.contains(arch.rust_target()))
+    Arch::ALL.into_iter().partition(|arch| installed.contains(arch.rust_target()))
 }
 
 #[cfg(test)]

@@ -45,11 +45,7 @@ pub enum ArtifactError {
         source: zip::result::ZipError,
     },
     #[error("{path} is not an ELF binary for {arch} (e_machine {found:?})")]
-    WrongArch {
-        path: PathBuf,
-        arch: Arch,
-        found: Option<u16>,
-    },
+    WrongArch { path: PathBuf, arch: Arch, found: Option<u16> },
 }
 
 /// The fixed zip timestamp: 1980-01-01 00:00:00, the earliest a zip (DOS) time can be.
@@ -77,10 +73,7 @@ pub fn zip_bootstrap(bootstrap: &[u8]) -> Result<Vec<u8>, zip::result::ZipError>
 /// Hex SHA-256 digest and base64 of the raw digest (Lambda's `CodeSha256`).
 pub fn sha256(bytes: &[u8]) -> (String, String) {
     let digest = Sha256::digest(bytes);
-    (
-        hex::encode(digest),
-        base64::engine::general_purpose::STANDARD.encode(digest),
-    )
+    (hex::encode(digest), base64::engine::general_purpose::STANDARD.encode(digest))
 }
 
 /// The ELF `e_machine` field, or `None` when `bytes` is not a little-endian ELF file.
@@ -93,32 +86,17 @@ fn elf_machine(bytes: &[u8]) -> Option<u16> {
 
 /// Zips the `bootstrap` at `bootstrap_path` into `zip_path` (atomically) and describes it.
 /// `root` is the workspace root the manifest's paths are relative to.
-pub fn package(
-    root: &Path,
-    arch: Arch,
-    bootstrap_path: &Path,
-    zip_path: &Path,
-) -> Result<Artifact, ArtifactError> {
-    let bootstrap = fs::read(bootstrap_path).map_err(|source| ArtifactError::Read {
-        path: bootstrap_path.to_path_buf(),
-        source,
-    })?;
+pub fn package(root: &Path, arch: Arch, bootstrap_path: &Path, zip_path: &Path) -> Result<Artifact, ArtifactError> {
+    let bootstrap = fs::read(bootstrap_path)
+        .map_err(|source| ArtifactError::Read { path: bootstrap_path.to_path_buf(), source })?;
     let machine = elf_machine(&bootstrap);
     if machine != Some(arch.elf_machine()) {
-        return Err(ArtifactError::WrongArch {
-            path: bootstrap_path.to_path_buf(),
-            arch,
-            found: machine,
-        });
+        return Err(ArtifactError::WrongArch { path: bootstrap_path.to_path_buf(), arch, found: machine });
     }
-    let zipped = zip_bootstrap(&bootstrap).map_err(|source| ArtifactError::Zip {
-        path: bootstrap_path.to_path_buf(),
-        source,
-    })?;
-    workspace::write_atomic(zip_path, &zipped).map_err(|source| ArtifactError::Write {
-        path: zip_path.to_path_buf(),
-        source,
-    })?;
+    let zipped = zip_bootstrap(&bootstrap)
+        .map_err(|source| ArtifactError::Zip { path: bootstrap_path.to_path_buf(), source })?;
+    workspace::write_atomic(zip_path, &zipped)
+        .map_err(|source| ArtifactError::Write { path: zip_path.to_path_buf(), source })?;
     let (sha256_hex, sha256_base64) = sha256(&zipped);
     Ok(Artifact {
         zip_path: workspace::relative(root, zip_path),
@@ -172,14 +150,7 @@ mod tests {
         assert_eq!(entry.compression(), CompressionMethod::Deflated);
         let time = entry.last_modified().unwrap();
         assert_eq!(
-            (
-                time.year(),
-                time.month(),
-                time.day(),
-                time.hour(),
-                time.minute(),
-                time.second()
-            ),
+            (time.year(), time.month(), time.day(), time.hour(), time.minute(), time.second()),
             (1980, 1, 1, 0, 0, 0)
         );
         assert!(entry.extra_data().is_none_or(<[u8]>::is_empty));
@@ -191,13 +162,8 @@ mod tests {
     #[test]
     fn sha256_base64_is_base64_of_the_raw_digest() {
         let (hex_digest, b64) = sha256(b"abc");
-        assert_eq!(
-            hex_digest,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(&b64)
-            .unwrap();
+        assert_eq!(hex_digest, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let raw = base64::engine::general_purpose::STANDARD.decode(&b64).unwrap();
         assert_eq!(hex::encode(raw), hex_digest);
         assert_eq!(b64, "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=");
     }

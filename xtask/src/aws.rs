@@ -109,10 +109,8 @@ impl Clients {
                 $service::Client::from_conf($service::config::Builder::from(&config).interceptor(CallCounter).build())
             };
         }
-        let s3 = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(path_style)
-            .interceptor(CallCounter)
-            .build();
+        let s3 =
+            aws_sdk_s3::config::Builder::from(&config).force_path_style(path_style).interceptor(CallCounter).build();
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3),
             iam: client!(aws_sdk_iam),

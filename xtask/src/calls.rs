@@ -82,7 +82,8 @@ impl Intercept for CallCounter {
         if let Some(metadata) = cfg.load::<Metadata>() {
             tracing::debug!(service = metadata.service(), operation = metadata.name(), "AWS call");
             let mut counts = COUNTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            *counts.entry(metadata.service().to_owned()).or_default().entry(metadata.name().to_owned()).or_default() += 1;
+            *counts.entry(metadata.service().to_owned()).or_default().entry(metadata.name().to_owned()).or_default() +=
+                1;
             drop(counts);
             if !*TRACING {
                 return Ok(());

@@ -25,10 +25,8 @@ use crate::functions::FUNCTIONS;
 use crate::workspace;
 
 /// The retention periods (days) CloudWatch Logs accepts for a log group.
-pub const LOG_RETENTION_DAYS: &[u32] = &[
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-    3288, 3653,
-];
+pub const LOG_RETENTION_DAYS: &[u32] =
+    &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
 /// The placeholder a state bucket name may contain; replaced by the AWS account id at runtime.
 pub const ACCOUNT_ID_PLACEHOLDER: &str = "{account_id}";
@@ -37,11 +35,8 @@ pub const ACCOUNT_ID_PLACEHOLDER: &str = "{account_id}";
 pub const DEFAULT_UPLOAD_URL_EXPIRY_SECONDS: u32 = 300;
 
 /// Lambda's own defaults, used only for a function that [`default_settings`] does not know.
-const LAMBDA_DEFAULTS: FunctionSettings = FunctionSettings {
-    memory_mb: 128,
-    timeout_seconds: 3,
-    architecture: Arch::X86_64,
-};
+const LAMBDA_DEFAULTS: FunctionSettings =
+    FunctionSettings { memory_mb: 128, timeout_seconds: 3, architecture: Arch::X86_64 };
 
 /// One environment, resolved: every optional value filled in, every function present.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -157,10 +152,7 @@ impl Environment {
             });
         }
         let file = environments_dir.join(format!("{name}.yaml"));
-        let text = fs::read_to_string(&file).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = fs::read_to_string(&file).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         let env = Self::parse(&file, &text)?;
         if let Some(from) = &env.promote_from {
             if !available.contains(from) {
@@ -197,21 +189,15 @@ impl Environment {
             });
         }
         // YAML forbids duplicate keys, but serde maps keep the last one silently.
-        serde_path_to_error::deserialize::<_, NoDuplicateKeys>(serde_yaml::Deserializer::from_str(
-            text,
-        ))
-        .map_err(|err| ConfigError::from_serde(file, &err))?;
-        let raw: RawEnvironment =
-            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-                .map_err(|err| ConfigError::from_serde(file, &err))?;
+        serde_path_to_error::deserialize::<_, NoDuplicateKeys>(serde_yaml::Deserializer::from_str(text))
+            .map_err(|err| ConfigError::from_serde(file, &err))?;
+        let raw: RawEnvironment = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+            .map_err(|err| ConfigError::from_serde(file, &err))?;
 
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned());
         let name = raw.environment.0;
         if stem.as_deref() != Some(name.as_str()) {
-            let file_name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             return Err(ConfigError::InvalidValue {
                 at: locate_top_level_value(file, text, "environment"),
                 field: "environment".into(),
@@ -237,15 +223,9 @@ impl Environment {
                 let defaults = default_settings(f.name);
                 let o = overrides.get(f.name);
                 let settings = FunctionSettings {
-                    memory_mb: o
-                        .and_then(|o| o.memory_mb)
-                        .map_or(defaults.memory_mb, |m| m.0),
-                    timeout_seconds: o
-                        .and_then(|o| o.timeout_seconds)
-                        .map_or(defaults.timeout_seconds, |t| t.0),
-                    architecture: o
-                        .and_then(|o| o.architecture)
-                        .unwrap_or(defaults.architecture),
+                    memory_mb: o.and_then(|o| o.memory_mb).map_or(defaults.memory_mb, |m| m.0),
+                    timeout_seconds: o.and_then(|o| o.timeout_seconds).map_or(defaults.timeout_seconds, |t| t.0),
+                    architecture: o.and_then(|o| o.architecture).unwrap_or(defaults.architecture),
                 };
                 (f.name.to_string(), settings)
             })
@@ -257,15 +237,10 @@ impl Environment {
             project: raw.project.0,
             region: raw.region.0,
             endpoint: raw.endpoint.map(|e| e.0),
-            state: StateLocation {
-                bucket: raw.state.bucket.0,
-                prefix: raw.state.prefix.0,
-            },
+            state: StateLocation { bucket: raw.state.bucket.0, prefix: raw.state.prefix.0 },
             functions,
             log_retention_days: raw.log_retention_days.0,
-            upload_url_expiry_seconds: raw
-                .upload_url_expiry_seconds
-                .map_or(DEFAULT_UPLOAD_URL_EXPIRY_SECONDS, |e| e.0),
+            upload_url_expiry_seconds: raw.upload_url_expiry_seconds.map_or(DEFAULT_UPLOAD_URL_EXPIRY_SECONDS, |e| e.0),
             cors_allowed_origins: raw.cors_allowed_origins.0,
             uploads_expire_after_days: raw.uploads_expire_after_days.0,
             throttling: Throttling {
@@ -275,9 +250,7 @@ impl Environment {
             tags: raw.tags.unwrap_or_default().0,
             protect: raw.protect,
             promote_from,
-            local: raw.local.map(|l| LocalSettings {
-                api_port: l.api_port.0,
-            }),
+            local: raw.local.map(|l| LocalSettings { api_port: l.api_port.0 }),
         })
     }
 
@@ -323,11 +296,7 @@ impl Location {
     fn new(file: &Path, location: Option<serde_yaml::Location>) -> Self {
         let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let (line, column) = location.map_or((1, 1), |l| (narrow(l.line()), narrow(l.column())));
-        Location {
-            file: file.to_path_buf(),
-            line,
-            column,
-        }
+        Location { file: file.to_path_buf(), line, column }
     }
 }
 
@@ -346,46 +315,22 @@ pub enum ConfigError {
     Syntax { at: Location, message: String },
     /// A key that the mapping does not have.
     #[error("{at}: {field}: unknown field `{key}`{}", unknown_field_hint(expected, suggestion.as_deref()))]
-    UnknownField {
-        at: Location,
-        field: String,
-        key: String,
-        expected: Box<[String]>,
-        suggestion: Option<String>,
-    },
+    UnknownField { at: Location, field: String, key: String, expected: Box<[String]>, suggestion: Option<String> },
     /// A key under `functions:` that is not one of [`FUNCTIONS`].
     #[error("{at}: {field}: unknown function `{name}`; the functions are {}{}", backticked(&function_names()), did_you_mean(suggestion.as_deref()))]
-    UnknownFunction {
-        at: Location,
-        field: String,
-        name: String,
-        suggestion: Option<String>,
-    },
+    UnknownFunction { at: Location, field: String, name: String, suggestion: Option<String> },
     /// A value of the wrong YAML type (a string where a number belongs, ...).
     #[error("{at}: {}{message}", field_prefix(field))]
-    WrongType {
-        at: Location,
-        field: String,
-        message: String,
-    },
+    WrongType { at: Location, field: String, message: String },
     /// A required field is absent. `at` is the mapping that lacks it.
     #[error("{at}: {field}: missing required field")]
     MissingField { at: Location, field: String },
     /// A value of the right type that breaks a rule (a range, a naming rule, ...).
     #[error("{at}: {}{message}", field_prefix(field))]
-    InvalidValue {
-        at: Location,
-        field: String,
-        message: String,
-    },
+    InvalidValue { at: Location, field: String, message: String },
     /// No `<name>.yaml` in the environments directory.
     #[error("unknown environment `{name}`; {}", list_environments(dir, available, suggestion.as_deref()))]
-    UnknownEnvironment {
-        dir: PathBuf,
-        name: String,
-        available: Vec<String>,
-        suggestion: Option<String>,
-    },
+    UnknownEnvironment { dir: PathBuf, name: String, available: Vec<String>, suggestion: Option<String> },
 }
 
 impl ConfigError {
@@ -410,9 +355,7 @@ impl ConfigError {
             | ConfigError::WrongType { field, .. }
             | ConfigError::MissingField { field, .. }
             | ConfigError::InvalidValue { field, .. } => Some(field),
-            ConfigError::Read { .. }
-            | ConfigError::Syntax { .. }
-            | ConfigError::UnknownEnvironment { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } | ConfigError::UnknownEnvironment { .. } => None,
         }
     }
 
@@ -435,24 +378,12 @@ impl ConfigError {
         if let Some(rest) = message.strip_prefix("unknown field `") {
             // serde_path_to_error's path ends with the unknown key itself.
             let key = segments.last().cloned().unwrap_or_default();
-            let expected_list = rest
-                .strip_prefix(key.as_str())
-                .and_then(|r| r.strip_prefix("`, "))
-                .unwrap_or(rest);
+            let expected_list = rest.strip_prefix(key.as_str()).and_then(|r| r.strip_prefix("`, ")).unwrap_or(rest);
             let expected = backticked_names(expected_list);
             let suggestion = suggest(&key, expected.iter().map(String::as_str));
-            return ConfigError::UnknownField {
-                at,
-                field,
-                key,
-                expected: expected.into_boxed_slice(),
-                suggestion,
-            };
+            return ConfigError::UnknownField { at, field, key, expected: expected.into_boxed_slice(), suggestion };
         }
-        if let Some(name) = message
-            .strip_prefix(UNKNOWN_FUNCTION)
-            .and_then(|r| r.strip_suffix('`'))
-        {
+        if let Some(name) = message.strip_prefix(UNKNOWN_FUNCTION).and_then(|r| r.strip_suffix('`')) {
             return ConfigError::UnknownFunction {
                 at,
                 field,
@@ -462,10 +393,7 @@ impl ConfigError {
         }
         if let Some(rest) = message.strip_prefix("missing field `") {
             let missing = rest.strip_suffix('`').unwrap_or(rest);
-            return ConfigError::MissingField {
-                at,
-                field: join_path(&[field, missing.to_string()]),
-            };
+            return ConfigError::MissingField { at, field: join_path(&[field, missing.to_string()]) };
         }
         if let Some(rest) = message.strip_prefix("duplicate field `") {
             let duplicate = rest.strip_suffix('`').unwrap_or(rest);
@@ -495,30 +423,16 @@ impl ConfigError {
 
 fn syntax_error(file: &Path, text: &str, err: &serde_yaml::Error) -> ConfigError {
     if let Some(l) = err.location() {
-        let message = err.to_string().replacen(
-            &format!(" at line {} column {}", l.line(), l.column()),
-            "",
-            1,
-        );
-        return ConfigError::Syntax {
-            at: Location::new(file, Some(l)),
-            message,
-        };
+        let message = err.to_string().replacen(&format!(" at line {} column {}", l.line(), l.column()), "", 1);
+        return ConfigError::Syntax { at: Location::new(file, Some(l)), message };
     }
     if let Some(line) = second_document_line(text) {
         return ConfigError::Syntax {
-            at: Location {
-                file: file.to_path_buf(),
-                line,
-                column: 1,
-            },
+            at: Location { file: file.to_path_buf(), line, column: 1 },
             message: "a second YAML document starts here; an environment file holds one".into(),
         };
     }
-    ConfigError::Syntax {
-        at: Location::new(file, None),
-        message: err.to_string(),
-    }
+    ConfigError::Syntax { at: Location::new(file, None), message: err.to_string() }
 }
 
 /// The 1-based line of a `---` that follows content, i.e. starts a second document.
@@ -537,9 +451,7 @@ fn second_document_line(text: &str) -> Option<u32> {
 }
 
 fn is_blank_document(text: &str) -> bool {
-    text.lines()
-        .map(str::trim)
-        .all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
+    text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
 }
 
 /// The message of a serde_yaml error without the path prefix and the position suffix that its
@@ -577,19 +489,11 @@ fn join_path(segments: &[String]) -> String {
 
 /// The names between backticks in serde's "expected `a`, `b` or `c`" lists.
 fn backticked_names(list: &str) -> Vec<String> {
-    list.split('`')
-        .skip(1)
-        .step_by(2)
-        .map(String::from)
-        .collect()
+    list.split('`').skip(1).step_by(2).map(String::from).collect()
 }
 
 fn backticked(names: &[impl AsRef<str>]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{}`", n.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.iter().map(|n| format!("`{}`", n.as_ref())).collect::<Vec<_>>().join(", ")
 }
 
 fn did_you_mean(suggestion: Option<&str>) -> String {
@@ -623,11 +527,7 @@ fn list_environments(dir: &Path, available: &[String], suggestion: Option<&str>)
     if available.is_empty() {
         format!("{dir}/ has no *.yaml files")
     } else {
-        format!(
-            "{dir}/ has: {}{}",
-            available.join(", "),
-            did_you_mean(suggestion)
-        )
+        format!("{dir}/ has: {}{}", available.join(", "), did_you_mean(suggestion))
     }
 }
 
@@ -686,10 +586,8 @@ fn locate_top_level_value(file: &Path, text: &str, key: &str) -> Location {
         }
     }
 
-    let location = serde_yaml::Deserializer::from_str(text)
-        .deserialize_map(Finder(key))
-        .err()
-        .and_then(|e| e.location());
+    let location =
+        serde_yaml::Deserializer::from_str(text).deserialize_map(Finder(key)).err().and_then(|e| e.location());
     Location::new(file, location)
 }
 
@@ -723,10 +621,7 @@ struct RawEnvironment {
 }
 
 #[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `bucket` and `prefix`"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `bucket` and `prefix`")]
 struct RawState {
     bucket: BucketName,
     prefix: StatePrefix,
@@ -747,10 +642,7 @@ struct RawFunction {
 }
 
 #[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `rate_limit` and `burst_limit`"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `rate_limit` and `burst_limit`")]
 struct RawThrottling {
     rate_limit: RateLimit,
     burst_limit: BurstLimit,
@@ -784,30 +676,19 @@ impl<'de> Visitor<'de> for IntInRange {
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
         match u32::try_from(v) {
             Ok(v) if (self.min..=self.max).contains(&v) => Ok(v),
-            _ if self.max == u32::MAX && v >= u64::from(self.min) => Err(E::custom(format!(
-                "{v} is too large; at most {} is supported",
-                u32::MAX
-            ))),
-            _ if self.max == u32::MAX => {
-                Err(E::custom(format!("must be at least {}, got {v}", self.min)))
+            _ if self.max == u32::MAX && v >= u64::from(self.min) => {
+                Err(E::custom(format!("{v} is too large; at most {} is supported", u32::MAX)))
             }
-            _ => Err(E::custom(format!(
-                "must be between {} and {}, got {v}",
-                self.min, self.max
-            ))),
+            _ if self.max == u32::MAX => Err(E::custom(format!("must be at least {}, got {v}", self.min))),
+            _ => Err(E::custom(format!("must be between {} and {}, got {v}", self.min, self.max))),
         }
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
         match u64::try_from(v) {
             Ok(v) => self.visit_u64(v),
-            Err(_) if self.max == u32::MAX => {
-                Err(E::custom(format!("must be at least {}, got {v}", self.min)))
-            }
-            Err(_) => Err(E::custom(format!(
-                "must be between {} and {}, got {v}",
-                self.min, self.max
-            ))),
+            Err(_) if self.max == u32::MAX => Err(E::custom(format!("must be at least {}, got {v}", self.min))),
+            Err(_) => Err(E::custom(format!("must be between {} and {}, got {v}", self.min, self.max))),
         }
     }
 }
@@ -842,10 +723,7 @@ struct ApiPort(u16);
 
 impl<'de> Deserialize<'de> for ApiPort {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let port = d.deserialize_any(IntInRange {
-            min: 1024,
-            max: u32::from(u16::MAX),
-        })?;
+        let port = d.deserialize_any(IntInRange { min: 1024, max: u32::from(u16::MAX) })?;
         // In range by construction.
         Ok(ApiPort(u16::try_from(port).unwrap_or(u16::MAX)))
     }
@@ -879,24 +757,15 @@ impl<'de> Deserialize<'de> for RetentionDays {
 }
 
 fn retention_message(days: u64) -> String {
-    let below = LOG_RETENTION_DAYS
-        .iter()
-        .rev()
-        .find(|&&d| u64::from(d) < days);
+    let below = LOG_RETENTION_DAYS.iter().rev().find(|&&d| u64::from(d) < days);
     let above = LOG_RETENTION_DAYS.iter().find(|&&d| u64::from(d) > days);
     let nearest = match (below, above) {
         (Some(b), Some(a)) => format!("{b} or {a}"),
         (Some(x), None) | (None, Some(x)) => x.to_string(),
         (None, None) => String::new(),
     };
-    let allowed = LOG_RETENTION_DAYS
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "CloudWatch Logs does not accept {days} days (nearest: {nearest}); it accepts {allowed}"
-    )
+    let allowed = LOG_RETENTION_DAYS.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    format!("CloudWatch Logs does not accept {days} days (nearest: {nearest}); it accepts {allowed}")
 }
 
 struct RateLimit(f64);
@@ -913,9 +782,7 @@ impl<'de> Deserialize<'de> for RateLimit {
                 if v.is_finite() && v > 0.0 {
                     Ok(v)
                 } else {
-                    Err(E::custom(format!(
-                        "must be a finite number greater than 0, got {v}"
-                    )))
+                    Err(E::custom(format!("must be a finite number greater than 0, got {v}")))
                 }
             }
             #[allow(clippy::cast_precision_loss)] // any realistic rate is exact
@@ -959,11 +826,7 @@ macro_rules! checked_string {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_str(CheckedStr {
-                    expecting: $expecting,
-                    check: $check,
-                })
-                .map($name)
+                d.deserialize_str(CheckedStr { expecting: $expecting, check: $check }).map($name)
             }
         }
     };
@@ -991,19 +854,11 @@ fn check_name(v: &str, max: usize) -> Result<(), String> {
     if v.is_empty() {
         return Err("must not be empty".into());
     }
-    if let Some(c) = v
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Err(format!(
-            "`{v}` contains `{c}`; use only lowercase letters, digits and `-`"
-        ));
+    if let Some(c) = v.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(format!("`{v}` contains `{c}`; use only lowercase letters, digits and `-`"));
     }
     if v.len() > max {
-        return Err(format!(
-            "`{v}` is {} characters long; the limit is {max}",
-            v.len()
-        ));
+        return Err(format!("`{v}` is {} characters long; the limit is {max}", v.len()));
     }
     if v.starts_with('-') || v.ends_with('-') {
         return Err(format!("`{v}` must start and end with a letter or a digit"));
@@ -1016,9 +871,7 @@ fn check_region(v: &str) -> Result<(), String> {
     let parts: Vec<&str> = v.split('-').collect();
     let ok = parts.len() >= 3
         && parts[0].len() == 2
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
         && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
         && !parts[parts.len() - 1].is_empty();
     if ok {
@@ -1038,44 +891,25 @@ fn check_endpoint(v: &str) -> Result<(), String> {
 
 /// Splits `scheme://host[:port]` and checks each part. Returns (scheme, port).
 fn parse_origin(v: &str) -> Result<(&str, Option<u16>), String> {
-    let (scheme, rest) = v
-        .split_once("://")
-        .ok_or_else(|| "it has no `http://` or `https://`".to_string())?;
+    let (scheme, rest) = v.split_once("://").ok_or_else(|| "it has no `http://` or `https://`".to_string())?;
     if scheme != "http" && scheme != "https" {
-        return Err(format!(
-            "the scheme must be `http` or `https`, not `{scheme}`"
-        ));
+        return Err(format!("the scheme must be `http` or `https`, not `{scheme}`"));
     }
     if let Some(i) = rest.find(['/', '?', '#']) {
-        return Err(format!(
-            "it must not have a path, query or fragment (`{}`)",
-            &rest[i..]
-        ));
+        return Err(format!("it must not have a path, query or fragment (`{}`)", &rest[i..]));
     }
     if rest.contains('@') {
         return Err("it must not contain credentials".into());
     }
     let (host, port) = if let Some(after) = rest.strip_prefix('[') {
         // IPv6 literal.
-        let (addr, after) = after
-            .split_once(']')
-            .ok_or_else(|| "an IPv6 address needs a closing `]`".to_string())?;
-        if addr.is_empty()
-            || !addr
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
+        let (addr, after) = after.split_once(']').ok_or_else(|| "an IPv6 address needs a closing `]`".to_string())?;
+        if addr.is_empty() || !addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
             return Err(format!("`[{addr}]` is not an IPv6 address"));
         }
         match after {
             "" => (addr, None),
-            p => (
-                addr,
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| format!("unexpected `{p}`"))?,
-                ),
-            ),
+            p => (addr, Some(p.strip_prefix(':').ok_or_else(|| format!("unexpected `{p}`"))?)),
         }
     } else {
         match rest.rsplit_once(':') {
@@ -1109,9 +943,7 @@ fn check_host(host: &str) -> Result<(), String> {
     for label in host.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
@@ -1125,9 +957,7 @@ fn check_host(host: &str) -> Result<(), String> {
 fn check_bucket(v: &str) -> Result<(), String> {
     let name = v.replace(ACCOUNT_ID_PLACEHOLDER, "123456789012");
     if name.contains(['{', '}']) {
-        return Err(format!(
-            "`{v}`: the only placeholder a bucket name may contain is `{ACCOUNT_ID_PLACEHOLDER}`"
-        ));
+        return Err(format!("`{v}`: the only placeholder a bucket name may contain is `{ACCOUNT_ID_PLACEHOLDER}`"));
     }
     let why = if !(3..=63).contains(&name.len()) {
         Some(if v.contains(ACCOUNT_ID_PLACEHOLDER) {
@@ -1139,13 +969,10 @@ fn check_bucket(v: &str) -> Result<(), String> {
         } else {
             format!("it must be 3 to 63 characters long, and is {}", name.len())
         })
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
+    } else if let Some(c) =
+        name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
     {
-        Some(format!(
-            "it contains `{c}`; use only lowercase letters, digits, `.` and `-`"
-        ))
+        Some(format!("it contains `{c}`; use only lowercase letters, digits, `.` and `-`"))
     } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
         || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
     {
@@ -1154,10 +981,7 @@ fn check_bucket(v: &str) -> Result<(), String> {
         Some("it must not contain two adjacent periods".into())
     } else if name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok()) {
         Some("it must not look like an IP address".into())
-    } else if let Some(p) = ["xn--", "sthree-", "amzn-s3-demo-"]
-        .iter()
-        .find(|p| name.starts_with(*p))
-    {
+    } else if let Some(p) = ["xn--", "sthree-", "amzn-s3-demo-"].iter().find(|p| name.starts_with(*p)) {
         Some(format!("the prefix `{p}` is reserved"))
     } else {
         ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"]
@@ -1179,18 +1003,11 @@ fn check_prefix(v: &str) -> Result<(), String> {
     if v.len() > 512 {
         return Err("must be at most 512 characters long".into());
     }
-    if let Some(c) = v
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()/".contains(*c)))
-    {
-        return Err(format!(
-            "`{v}` contains `{c}`; use letters, digits, `/` and `!-_.*'()`"
-        ));
+    if let Some(c) = v.chars().find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()/".contains(*c))) {
+        return Err(format!("`{v}` contains `{c}`; use letters, digits, `/` and `!-_.*'()`"));
     }
     if v.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(format!(
-            "`{v}` must not start or end with `/`, nor contain `//`, `.` or `..` segments"
-        ));
+        return Err(format!("`{v}` must not start or end with `/`, nor contain `//`, `.` or `..` segments"));
     }
     Ok(())
 }
@@ -1202,19 +1019,13 @@ fn is_tag_char(c: char) -> bool {
 fn check_tag_key(v: &str) -> Result<(), String> {
     let len = v.chars().count();
     if !(1..=128).contains(&len) {
-        return Err(format!(
-            "tag key `{v}` must be 1 to 128 characters long, and is {len}"
-        ));
+        return Err(format!("tag key `{v}` must be 1 to 128 characters long, and is {len}"));
     }
     if v.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
-        return Err(format!(
-            "tag key `{v}`: the `aws:` prefix is reserved for AWS"
-        ));
+        return Err(format!("tag key `{v}`: the `aws:` prefix is reserved for AWS"));
     }
     if let Some(c) = v.chars().find(|c| !is_tag_char(*c)) {
-        return Err(format!(
-            "tag key `{v}` contains `{c}`; use letters, digits, spaces and `+-=._:/@`"
-        ));
+        return Err(format!("tag key `{v}` contains `{c}`; use letters, digits, spaces and `+-=._:/@`"));
     }
     Ok(())
 }
@@ -1222,14 +1033,10 @@ fn check_tag_key(v: &str) -> Result<(), String> {
 fn check_tag_value(v: &str) -> Result<(), String> {
     let len = v.chars().count();
     if len > 256 {
-        return Err(format!(
-            "a tag value must be at most 256 characters long, and is {len}"
-        ));
+        return Err(format!("a tag value must be at most 256 characters long, and is {len}"));
     }
     if let Some(c) = v.chars().find(|c| !is_tag_char(*c)) {
-        return Err(format!(
-            "tag value `{v}` contains `{c}`; use letters, digits, spaces and `+-=._:/@`"
-        ));
+        return Err(format!("tag value `{v}` contains `{c}`; use letters, digits, spaces and `+-=._:/@`"));
     }
     Ok(())
 }
@@ -1264,11 +1071,7 @@ impl<'de> Deserialize<'de> for FunctionOverrides {
 }
 
 fn function_key(name: &str) -> Result<&'static str, String> {
-    FUNCTIONS
-        .iter()
-        .find(|f| f.name == name)
-        .map(|f| f.name)
-        .ok_or_else(|| format!("{UNKNOWN_FUNCTION}{name}`"))
+    FUNCTIONS.iter().find(|f| f.name == name).map(|f| f.name).ok_or_else(|| format!("{UNKNOWN_FUNCTION}{name}`"))
 }
 
 /// `tags:`: AWS tag rules, each key at most once, at most 50 tags.
@@ -1503,9 +1306,7 @@ impl<'de> Visitor<'de> for OriginSeed<'_> {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
         if v == "*" || self.previous.iter().any(|p| p == "*") {
             if !self.previous.is_empty() {
-                return Err(E::custom(
-                    "`*` allows every origin, so it must be the only entry",
-                ));
+                return Err(E::custom("`*` allows every origin, so it must be the only entry"));
             }
             return Ok(v.to_string());
         }
@@ -1521,18 +1322,14 @@ impl<'de> Visitor<'de> for OriginSeed<'_> {
 fn check_origin(v: &str) -> Result<(), String> {
     if let Some(without) = v.strip_suffix('/') {
         if parse_origin(without).is_ok() {
-            return Err(format!(
-                "`{v}`: an origin has no path; write `{without}` (browsers send no trailing `/`)"
-            ));
+            return Err(format!("`{v}`: an origin has no path; write `{without}` (browsers send no trailing `/`)"));
         }
     }
-    let (scheme, port) = parse_origin(v)
-        .map_err(|why| format!("`{v}` is not an origin like `https://app.example.com`: {why}"))?;
+    let (scheme, port) =
+        parse_origin(v).map_err(|why| format!("`{v}` is not an origin like `https://app.example.com`: {why}"))?;
     let default_port = if scheme == "https" { 443 } else { 80 };
     if port == Some(default_port) {
-        return Err(format!(
-            "`{v}`: browsers leave the default port out of the Origin header; drop `:{default_port}`"
-        ));
+        return Err(format!("`{v}`: browsers leave the default port out of the Origin header; drop `:{default_port}`"));
     }
     Ok(())
 }
@@ -1612,10 +1409,7 @@ protect: false
         assert_eq!(prod.functions["analyze"].memory_mb, 512);
         assert_eq!(prod.log_retention_days, 90);
         assert_eq!(prod.state_key(), "image-analyzer/prod/state.json");
-        assert_eq!(
-            prod.state.bucket_for_account("123456789012"),
-            "image-analyzer-state-123456789012-eu-central-1"
-        );
+        assert_eq!(prod.state.bucket_for_account("123456789012"), "image-analyzer-state-123456789012-eu-central-1");
         let local = Environment::load(&dir(), "local").unwrap();
         assert_eq!(local.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
         assert_eq!(local.local, Some(LocalSettings { api_port: 3000 }));
@@ -1634,20 +1428,13 @@ protect: false
         let env = parse(&text).unwrap();
         assert_eq!(
             env.functions["analyze"],
-            FunctionSettings {
-                memory_mb: 1024,
-                timeout_seconds: 10,
-                architecture: Arch::X86_64
-            }
+            FunctionSettings { memory_mb: 1024, timeout_seconds: 10, architecture: Arch::X86_64 }
         );
         assert_eq!(env.functions["upload-url"], default_settings("upload-url"));
         assert_eq!(env.functions["upload-url"].timeout_seconds, 5);
         assert_eq!(env.upload_url_expiry_seconds, 300);
 
-        let without = with(
-            "functions:\n  analyze:\n    memory_mb: 512\n    timeout_seconds: 10\n",
-            "",
-        );
+        let without = with("functions:\n  analyze:\n    memory_mb: 512\n    timeout_seconds: 10\n", "");
         let env = parse(&without).unwrap();
         assert_eq!(env.functions["analyze"].timeout_seconds, 10);
         assert_eq!(env.functions["analyze"].memory_mb, 256);
@@ -1664,14 +1451,8 @@ protect: false
 
     #[test]
     fn architecture_accepts_lambda_names() {
-        let text = with(
-            "    timeout_seconds: 10\n",
-            "    timeout_seconds: 10\n    architecture: arm64\n",
-        );
-        assert_eq!(
-            parse(&text).unwrap().functions["analyze"].architecture,
-            Arch::Arm64
-        );
+        let text = with("    timeout_seconds: 10\n", "    timeout_seconds: 10\n    architecture: arm64\n");
+        assert_eq!(parse(&text).unwrap().functions["analyze"].architecture, Arch::Arm64);
     }
 
     #[test]
@@ -1723,10 +1504,7 @@ protect: false
     #[test]
     fn missing_required_field_points_at_its_mapping() {
         let err = error(&with("  prefix: image-analyzer\n", ""));
-        assert_eq!(
-            err.to_string(),
-            "environments/dev.yaml:5:3: state.prefix: missing required field"
-        );
+        assert_eq!(err.to_string(), "environments/dev.yaml:5:3: state.prefix: missing required field");
         assert!(matches!(err, ConfigError::MissingField { .. }));
     }
 
@@ -1785,19 +1563,10 @@ protect: false
 
     #[test]
     fn repeated_key_is_rejected_at_the_repeat() {
-        let err = error(&with(
-            "  prefix: image-analyzer\n",
-            "  prefix: image-analyzer\n  prefix: other\n",
-        ));
-        assert_eq!(
-            err.to_string(),
-            "environments/dev.yaml:7:3: state.prefix: `prefix` is set more than once"
-        );
+        let err = error(&with("  prefix: image-analyzer\n", "  prefix: image-analyzer\n  prefix: other\n"));
+        assert_eq!(err.to_string(), "environments/dev.yaml:7:3: state.prefix: `prefix` is set more than once");
         let err = error(&with("{team: imaging}", "{team: imaging, team: vision}"));
-        assert_eq!(
-            err.to_string(),
-            "environments/dev.yaml:17:23: tags.team: `team` is set more than once"
-        );
+        assert_eq!(err.to_string(), "environments/dev.yaml:17:23: tags.team: `team` is set more than once");
     }
 
     #[test]
@@ -1824,10 +1593,7 @@ protect: false
 
     #[test]
     fn unknown_architecture_suggests_the_nearest() {
-        let text = with(
-            "    timeout_seconds: 10\n",
-            "    timeout_seconds: 10\n    architecture: arm\n",
-        );
+        let text = with("    timeout_seconds: 10\n", "    timeout_seconds: 10\n    architecture: arm\n");
         let err = error(&text);
         assert_eq!(
             err.to_string(),
@@ -1838,18 +1604,8 @@ protect: false
     #[test]
     fn invalid_values_are_rejected_with_their_field() {
         let cases = [
-            (
-                "project: image-analyzer",
-                "project: Image",
-                "project",
-                "contains `I`",
-            ),
-            (
-                "region: eu-west-1",
-                "region: europe",
-                "region",
-                "not an AWS region",
-            ),
+            ("project: image-analyzer", "project: Image", "project", "contains `I`"),
+            ("region: eu-west-1", "region: europe", "region", "not an AWS region"),
             (
                 "bucket: image-analyzer-state-{account_id}",
                 "bucket: image_analyzer",
@@ -1862,12 +1618,7 @@ protect: false
                 "state.bucket",
                 "only placeholder",
             ),
-            (
-                "prefix: image-analyzer",
-                "prefix: /state/",
-                "state.prefix",
-                "must not start",
-            ),
+            ("prefix: image-analyzer", "prefix: /state/", "state.prefix", "must not start"),
             (
                 "[\"http://localhost:3000\"]",
                 "[\"http://localhost:3000/\"]",
@@ -1892,60 +1643,15 @@ protect: false
                 "cors_allowed_origins[1]",
                 "more than once",
             ),
-            (
-                "rate_limit: 50.0",
-                "rate_limit: 0",
-                "throttling.rate_limit",
-                "greater than 0",
-            ),
-            (
-                "burst_limit: 100",
-                "burst_limit: 0",
-                "throttling.burst_limit",
-                "at least 1",
-            ),
-            (
-                "uploads_expire_after_days: 1",
-                "uploads_expire_after_days: 0",
-                "uploads_expire_after_days",
-                "at least 1",
-            ),
-            (
-                "{team: imaging}",
-                "{aws:team: imaging}",
-                "tags.aws:team",
-                "reserved",
-            ),
-            (
-                "{team: imaging}",
-                "{team: imaging, team: x}",
-                "tags.team",
-                "more than once",
-            ),
-            (
-                "{team: imaging}",
-                "{team: \"a|b\"}",
-                "tags.team",
-                "contains `|`",
-            ),
-            (
-                "protect: false",
-                "protect: false\nlocal: {api_port: 80}",
-                "local.api_port",
-                "between 1024 and 65535",
-            ),
-            (
-                "protect: false",
-                "protect: false\nendpoint: ftp://x",
-                "endpoint",
-                "scheme",
-            ),
-            (
-                "protect: false",
-                "protect: false\npromote_from: dev",
-                "promote_from",
-                "itself",
-            ),
+            ("rate_limit: 50.0", "rate_limit: 0", "throttling.rate_limit", "greater than 0"),
+            ("burst_limit: 100", "burst_limit: 0", "throttling.burst_limit", "at least 1"),
+            ("uploads_expire_after_days: 1", "uploads_expire_after_days: 0", "uploads_expire_after_days", "at least 1"),
+            ("{team: imaging}", "{aws:team: imaging}", "tags.aws:team", "reserved"),
+            ("{team: imaging}", "{team: imaging, team: x}", "tags.team", "more than once"),
+            ("{team: imaging}", "{team: \"a|b\"}", "tags.team", "contains `|`"),
+            ("protect: false", "protect: false\nlocal: {api_port: 80}", "local.api_port", "between 1024 and 65535"),
+            ("protect: false", "protect: false\nendpoint: ftp://x", "endpoint", "scheme"),
+            ("protect: false", "protect: false\npromote_from: dev", "promote_from", "itself"),
             (
                 "protect: false",
                 "protect: false\nupload_url_expiry_seconds: 7200",
@@ -1965,33 +1671,19 @@ protect: false
     fn promote_from_must_name_an_existing_environment() {
         let tmp = std::env::temp_dir().join(format!("xtask-config-{}", std::process::id()));
         fs::create_dir_all(&tmp).unwrap();
-        fs::write(
-            tmp.join("dev.yaml"),
-            with("protect: false", "protect: false\npromote_from: stagin"),
-        )
-        .unwrap();
+        fs::write(tmp.join("dev.yaml"), with("protect: false", "protect: false\npromote_from: stagin")).unwrap();
         fs::write(tmp.join("staging.yaml"), "").unwrap();
         let err = Environment::load(&tmp, "dev").unwrap_err();
         let _ = fs::remove_dir_all(&tmp);
         assert_eq!(err.field(), Some("promote_from"));
         assert_eq!(err.location().map(|l| (l.line, l.column)), Some((19, 15)));
-        assert!(
-            err.to_string()
-                .ends_with("has: dev, staging (did you mean `staging`?)"),
-            "{err}"
-        );
+        assert!(err.to_string().ends_with("has: dev, staging (did you mean `staging`?)"), "{err}");
     }
 
     #[test]
     fn suggestions_need_a_near_match() {
-        assert_eq!(
-            suggest("timeout", ["timeout_seconds", "memory_mb"]),
-            Some("timeout_seconds".into())
-        );
-        assert_eq!(
-            suggest("prdo", ["dev", "local", "prod", "staging"]),
-            Some("prod".into())
-        );
+        assert_eq!(suggest("timeout", ["timeout_seconds", "memory_mb"]), Some("timeout_seconds".into()));
+        assert_eq!(suggest("prdo", ["dev", "local", "prod", "staging"]), Some("prod".into()));
         assert_eq!(suggest("qa", ["dev", "local", "prod", "staging"]), None);
         assert_eq!(suggest("xyz", ["upload-url", "analyze"]), None);
     }

@@ -302,7 +302,8 @@ mod tests {
 
     #[test]
     fn a_changed_policy_is_drift_naming_the_property() {
-        let state = recorded(Kind::Role, json!({"policy": {"Statement": [{"Action": "s3:GetObject", "Resource": "*"}]}}));
+        let state =
+            recorded(Kind::Role, json!({"policy": {"Statement": [{"Action": "s3:GetObject", "Resource": "*"}]}}));
         let widened = live(json!({"policy": {"Statement": [{"Action": "s3:*", "Resource": "*"}]}}));
         let drift = compare(&"role.a".into(), &state, Some(&widened));
         let Status::Changed { properties } = drift.status else { panic!("{drift:?}") };
@@ -316,7 +317,9 @@ mod tests {
             Kind::Stage,
             json!({"throttling_rate_limit": 50.0, "throttling_burst_limit": 100, "cors_allowed_origins": ["a", "b"], "tags": {"k": "v"}}),
         );
-        let same = live(json!({"throttling_rate_limit": 50, "throttling_burst_limit": 100.0, "cors_allowed_origins": ["b", "a"], "tags": {"k": "v"}}));
+        let same = live(
+            json!({"throttling_rate_limit": 50, "throttling_burst_limit": 100.0, "cors_allowed_origins": ["b", "a"], "tags": {"k": "v"}}),
+        );
         assert_eq!(compare(&"stage".into(), &state, Some(&same)).status, Status::InSync);
         let changed = live(json!({"throttling_rate_limit": 50, "throttling_burst_limit": 10, "tags": {"k": "w"}}));
         let Status::Changed { properties } = compare(&"stage".into(), &state, Some(&changed)).status else { panic!() };
@@ -333,10 +336,13 @@ mod tests {
             compare(&"function.c".into(), &state, Some(&live(json!({"memory_mb": 512})))),
             compare(
                 &"role.a".into(),
-                &recorded(Kind::Role, json!({"policy": {"Statement": [
-                    {"Sid": "Get", "Action": "s3:GetObject", "Resource": "*"},
-                    {"Sid": "Logs", "Action": "logs:PutLogEvents", "Resource": "*"}
-                ]}})),
+                &recorded(
+                    Kind::Role,
+                    json!({"policy": {"Statement": [
+                        {"Sid": "Get", "Action": "s3:GetObject", "Resource": "*"},
+                        {"Sid": "Logs", "Action": "logs:PutLogEvents", "Resource": "*"}
+                    ]}}),
+                ),
                 Some(&live(json!({"policy": {"Statement": [
                     {"Sid": "Logs", "Action": ["logs:PutLogEvents"], "Resource": "*"},
                     {"Sid": "Get", "Action": "s3:*", "Resource": "*"}

@@ -71,22 +71,14 @@ pub fn inputs(root: &Path) -> Result<BTreeMap<String, PathBuf>, FingerprintError
 
 /// Regular files under `dir`, skipping [`SKIP_DIRS`] and hidden directories.
 fn walk_files(dir: &Path) -> Result<Vec<PathBuf>, FingerprintError> {
-    let walker = WalkDir::new(dir)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            e.depth() == 0
-                || !e.file_type().is_dir()
-                || e.file_name()
-                    .to_str()
-                    .is_some_and(|n| !n.starts_with('.') && !SKIP_DIRS.contains(&n))
-        });
+    let walker = WalkDir::new(dir).sort_by_file_name().into_iter().filter_entry(|e| {
+        e.depth() == 0
+            || !e.file_type().is_dir()
+            || e.file_name().to_str().is_some_and(|n| !n.starts_with('.') && !SKIP_DIRS.contains(&n))
+    });
     let mut out = Vec::new();
     for entry in walker {
-        let entry = entry.map_err(|source| FingerprintError::Walk {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| FingerprintError::Walk { path: dir.to_path_buf(), source })?;
         if entry.file_type().is_file() {
             out.push(entry.into_path());
         }
@@ -103,10 +95,7 @@ pub fn compute(root: &Path, rustc_version: &str) -> Result<String, FingerprintEr
         hasher.update(bytes);
     };
     for (rel, path) in inputs(root)? {
-        let contents = fs::read(&path).map_err(|source| FingerprintError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let contents = fs::read(&path).map_err(|source| FingerprintError::Read { path: path.clone(), source })?;
         field(rel.as_bytes());
         field(&contents);
     }
@@ -141,10 +130,7 @@ mod tests {
                 ("xtask/python-requirements.txt", "cargo-lambda==1.9.2\n"),
                 ("xtask/Cargo.toml", "[package]\nname = \"xtask\"\n"),
                 ("xtask/src/main.rs", "fn main() {}\n"),
-                (
-                    "lambdas/analyze/Cargo.toml",
-                    "[package]\nname = \"analyze\"\n",
-                ),
+                ("lambdas/analyze/Cargo.toml", "[package]\nname = \"analyze\"\n"),
                 ("lambdas/analyze/src/main.rs", "fn main() {}\n"),
                 ("README.md", "hello\n"),
             ] {
@@ -196,12 +182,7 @@ mod tests {
     fn fingerprint_changes_with_cargo_lock_manifests_config_requirements_and_rustc() {
         let ws = Scratch::new();
         let mut seen = vec![ws.fingerprint()];
-        for rel in [
-            "Cargo.lock",
-            "xtask/Cargo.toml",
-            ".cargo/config.toml",
-            "xtask/python-requirements.txt",
-        ] {
+        for rel in ["Cargo.lock", "xtask/Cargo.toml", ".cargo/config.toml", "xtask/python-requirements.txt"] {
             ws.write(rel, "changed\n");
             seen.push(ws.fingerprint());
         }

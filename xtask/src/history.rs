@@ -156,7 +156,9 @@ impl History {
     pub fn from_state(env: &str, state: &StateFile) -> Result<Self, HistoryError> {
         let deployments = match state.records.get(RECORD) {
             None => Vec::new(),
-            Some(value) => serde_json::from_value(value.clone()).map_err(|error| HistoryError::Malformed(error.to_string()))?,
+            Some(value) => {
+                serde_json::from_value(value.clone()).map_err(|error| HistoryError::Malformed(error.to_string()))?
+            }
         };
         Ok(Self { env: env.to_owned(), deployments })
     }
@@ -214,8 +216,7 @@ impl History {
             .rev()
             .skip(1)
             .find(|deployment| {
-                deployment.versions() != versions
-                    && deployment.smoke_test.as_ref().is_none_or(|outcome| outcome.passed)
+                deployment.versions() != versions && deployment.smoke_test.as_ref().is_none_or(|outcome| outcome.passed)
             })
             .ok_or_else(|| HistoryError::NothingToRollBackTo { env: self.env.clone() })
     }
@@ -246,7 +247,12 @@ impl History {
         let hashes = current.hashes();
         if test.artifacts != hashes {
             let differences = differences(&hashes, &test.artifacts);
-            return refuse(Refusal::OtherCode { env: self.env.clone(), id: current.id, time: test.time.clone(), differences });
+            return refuse(Refusal::OtherCode {
+                env: self.env.clone(),
+                id: current.id,
+                time: test.time.clone(),
+                differences,
+            });
         }
         if !test.passed {
             let step = test.steps.iter().find(|step| !step.passed).map_or("?", |step| step.name.as_str());

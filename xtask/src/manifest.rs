@@ -79,9 +79,7 @@ impl Manifest {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(ManifestError::Read { path, source }),
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| ManifestError::Parse { path, source })
+        serde_json::from_str(&text).map(Some).map_err(|source| ManifestError::Parse { path, source })
     }
 
     /// Writes the manifest as pretty JSON (deterministic: every map is a BTreeMap).
@@ -89,17 +87,12 @@ impl Manifest {
         let path = Self::path(root);
         let mut text = serde_json::to_string_pretty(self).expect("manifest serializes");
         text.push('\n');
-        workspace::write_atomic(&path, text.as_bytes())
-            .map_err(|source| ManifestError::Write { path, source })
+        workspace::write_atomic(&path, text.as_bytes()).map_err(|source| ManifestError::Write { path, source })
     }
 
     /// Every (function, arch, artifact), in order.
     pub fn artifacts(&self) -> impl Iterator<Item = (&str, Arch, &Artifact)> {
-        self.functions.iter().flat_map(|(name, by_arch)| {
-            by_arch
-                .iter()
-                .map(move |(arch, a)| (name.as_str(), *arch, a))
-        })
+        self.functions.iter().flat_map(|(name, by_arch)| by_arch.iter().map(move |(arch, a)| (name.as_str(), *arch, a)))
     }
 }
 
@@ -119,10 +112,7 @@ mod tests {
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             fingerprint: "f".into(),
-            functions: BTreeMap::from([(
-                "analyze".to_string(),
-                BTreeMap::from([(Arch::X86_64, artifact)]),
-            )]),
+            functions: BTreeMap::from([("analyze".to_string(), BTreeMap::from([(Arch::X86_64, artifact)]))]),
         };
         let json = serde_json::to_string_pretty(&manifest).unwrap();
         assert!(json.contains("\"x86_64\": {"), "{json}");

@@ -35,10 +35,7 @@ pub fn run(cmd: &mut Command) -> Result<(), ProcessError> {
     let command = display(cmd);
     tracing::info!("running {command}");
     log_env(cmd);
-    let status = cmd.status().map_err(|source| ProcessError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
+    let status = cmd.status().map_err(|source| ProcessError::Spawn { command: command.clone(), source })?;
     if status.success() {
         Ok(())
     } else {
@@ -55,33 +52,21 @@ pub fn capture(cmd: &mut Command) -> Result<String, ProcessError> {
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|source| ProcessError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+        .map_err(|source| ProcessError::Spawn { command: command.clone(), source })?;
     if !output.status.success() {
-        return Err(ProcessError::Failed {
-            command,
-            status: output.status,
-        });
+        return Err(ProcessError::Failed { command, status: output.status });
     }
     String::from_utf8(output.stdout).map_err(|_| ProcessError::NotUtf8 { command })
 }
 
 /// `program arg1 'arg 2'`: the command line as a person would type it.
 pub fn display(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(quote)
-        .collect::<Vec<_>>()
-        .join(" ")
+    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(quote).collect::<Vec<_>>().join(" ")
 }
 
 fn quote(arg: &OsStr) -> String {
     let s = arg.to_string_lossy();
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
     if plain {
         s.into_owned()
     } else {
@@ -92,11 +77,7 @@ fn quote(arg: &OsStr) -> String {
 fn log_env(cmd: &Command) {
     for (key, value) in cmd.get_envs() {
         match value {
-            Some(value) => tracing::debug!(
-                "  env {}={}",
-                key.to_string_lossy(),
-                value.to_string_lossy()
-            ),
+            Some(value) => tracing::debug!("  env {}={}", key.to_string_lossy(), value.to_string_lossy()),
             None => tracing::debug!("  env -u {}", key.to_string_lossy()),
         }
     }
@@ -110,10 +91,7 @@ mod tests {
     fn display_quotes_only_arguments_that_need_it() {
         let mut cmd = Command::new("cargo");
         cmd.args(["build", "--package", "upload-url", "a b", "it's"]);
-        assert_eq!(
-            display(&cmd),
-            r"cargo build --package upload-url 'a b' 'it'\''s'"
-        );
+        assert_eq!(display(&cmd), r"cargo build --package upload-url 'a b' 'it'\''s'");
     }
 
     #[test]

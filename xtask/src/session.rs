@@ -90,7 +90,9 @@ impl Session {
 /// `target/lambda/manifest.json`.
 pub fn manifest(path: Option<&Path>) -> Result<Manifest> {
     match path {
-        Some(path) => Manifest::read(path)?.with_context(|| format!("there is no build manifest at {}", path.display())),
+        Some(path) => {
+            Manifest::read(path)?.with_context(|| format!("there is no build manifest at {}", path.display()))
+        }
         None => Manifest::load(&workspace::root())?
             .context("there is no build yet (target/lambda/manifest.json): run `cargo xtask build` first"),
     }

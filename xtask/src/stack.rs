@@ -179,19 +179,17 @@ fn lambda(cx: &Context<'_>, function: &Function) -> Result<Resource, StackError>
     let id = format!("function.{}", function.name);
     let name = cx.physical_name(function.name);
     let settings = &cx.env.functions[function.name];
-    let artifact = cx
-        .manifest
-        .functions
-        .get(function.name)
-        .and_then(|by_arch| by_arch.get(&settings.architecture))
-        .ok_or_else(|| StackError::MissingArtifact {
-            function: function.name.to_owned(),
-            arch: settings.architecture.to_string(),
-            hint: match settings.architecture {
-                crate::arch::Arch::X86_64 => "",
-                crate::arch::Arch::Arm64 => " with the aarch64-unknown-linux-gnu target installed",
+    let artifact =
+        cx.manifest.functions.get(function.name).and_then(|by_arch| by_arch.get(&settings.architecture)).ok_or_else(
+            || StackError::MissingArtifact {
+                function: function.name.to_owned(),
+                arch: settings.architecture.to_string(),
+                hint: match settings.architecture {
+                    crate::arch::Arch::X86_64 => "",
+                    crate::arch::Arch::Arm64 => " with the aarch64-unknown-linux-gnu target installed",
+                },
             },
-        })?;
+        )?;
     let environment: BTreeMap<&str, String> = function
         .settings
         .iter()

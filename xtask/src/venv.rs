@@ -57,9 +57,7 @@ pub struct Venv {
 impl Venv {
     /// The venv of the workspace at `root`, without creating or checking anything.
     pub fn at(root: &Path) -> Self {
-        Venv {
-            dir: root.join(".venv"),
-        }
+        Venv { dir: root.join(".venv") }
     }
 
     /// Creates `<root>/.venv` if missing and installs the pinned requirements whenever the
@@ -82,14 +80,7 @@ impl Venv {
             );
             process::run(
                 Command::new(venv.bin("python"))
-                    .args([
-                        "-m",
-                        "pip",
-                        "install",
-                        "-q",
-                        "--disable-pip-version-check",
-                        "-r",
-                    ])
+                    .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
                     .arg(&requirements),
             )
             .map_err(|source| VenvError::Install {
@@ -118,10 +109,7 @@ impl Venv {
                 // Debian without python3-venv leaves a venv without pip behind; remove it so
                 // the next run starts clean instead of failing inside pip.
                 let _ = fs::remove_dir_all(&self.dir);
-                Err(VenvError::Create {
-                    path: self.dir.clone(),
-                    source,
-                })
+                Err(VenvError::Create { path: self.dir.clone(), source })
             }
         }
     }
@@ -149,11 +137,8 @@ impl Venv {
 }
 
 fn requirements_digest(path: &Path) -> Result<String, VenvError> {
-    let bytes = fs::read(path).map_err(|source| VenvError::Io {
-        what: "could not read",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        fs::read(path).map_err(|source| VenvError::Io { what: "could not read", path: path.to_path_buf(), source })?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
@@ -164,27 +149,14 @@ mod tests {
     #[test]
     fn bin_paths_are_inside_the_project_venv() {
         let venv = Venv::at(Path::new("/ws"));
-        assert_eq!(
-            venv.bin("cargo-lambda"),
-            Path::new("/ws/.venv/bin/cargo-lambda")
-        );
-        assert_eq!(
-            venv.bin("moto_server"),
-            Path::new("/ws/.venv/bin/moto_server")
-        );
+        assert_eq!(venv.bin("cargo-lambda"), Path::new("/ws/.venv/bin/cargo-lambda"));
+        assert_eq!(venv.bin("moto_server"), Path::new("/ws/.venv/bin/moto_server"));
     }
 
     #[test]
     fn requirements_file_pins_exactly_the_three_tools() {
         let text = fs::read_to_string(crate::workspace::root().join(REQUIREMENTS)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines,
-            [
-                "moto[server]==5.2.5",
-                "cargo-lambda==1.9.2",
-                "ziglang==0.17.1"
-            ]
-        );
+        assert_eq!(lines, ["moto[server]==5.2.5", "cargo-lambda==1.9.2", "ziglang==0.17.1"]);
     }
 }

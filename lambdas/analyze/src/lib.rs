@@ -128,9 +128,8 @@ async fn analyze(deps: &Deps, request: &Request) -> Result<Analysis, ApiError> {
     let file_key = parse_file_key(request.body())?;
     check_object(deps, &file_key).await?;
 
-    let image = Image::builder()
-        .s3_object(S3Object::builder().bucket(&deps.config.bucket).name(&file_key).build())
-        .build();
+    let image =
+        Image::builder().s3_object(S3Object::builder().bucket(&deps.config.bucket).name(&file_key).build()).build();
     let output = deps
         .rekognition
         .detect_faces()
@@ -139,7 +138,8 @@ async fn analyze(deps: &Deps, request: &Request) -> Result<Analysis, ApiError> {
         .send()
         .await
         .map_err(|error| detect_faces_error(&error, &file_key))?;
-    let faces: Vec<Face> = output.face_details().iter().enumerate().map(|(index, detail)| face(index + 1, detail)).collect();
+    let faces: Vec<Face> =
+        output.face_details().iter().enumerate().map(|(index, detail)| face(index + 1, detail)).collect();
     Ok(Analysis { faces_detected: faces.len(), faces })
 }
 
@@ -194,18 +194,21 @@ fn detect_faces_error(error: &SdkError<DetectFacesError, HttpResponse>, file_key
             return ApiError::upstream();
         }
     };
-    tracing::warn!(code = service_error.code(), message = service_error.message(), file_key, "DetectFaces refused the image");
+    tracing::warn!(
+        code = service_error.code(),
+        message = service_error.message(),
+        file_key,
+        "DetectFaces refused the image"
+    );
     match service_error {
         DetectFacesError::InvalidImageFormatException(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "InvalidImageFormat",
             "the image is not a valid JPEG or PNG",
         ),
-        DetectFacesError::ImageTooLargeException(_) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ImageTooLarge",
-            "the image is too large for face analysis",
-        ),
+        DetectFacesError::ImageTooLargeException(_) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "ImageTooLarge", "the image is too large for face analysis")
+        }
         DetectFacesError::InvalidS3ObjectException(_) => {
             ApiError::not_found(format!("the image at fileKey {file_key:?} could not be read"))
         }
@@ -232,7 +235,10 @@ fn face(face_number: usize, detail: &FaceDetail) -> Face {
         .emotions()
         .iter()
         .filter_map(|emotion| {
-            Some(EmotionScore { emotion: emotion.r#type()?.as_str().to_owned(), confidence: round2(emotion.confidence()?) })
+            Some(EmotionScore {
+                emotion: emotion.r#type()?.as_str().to_owned(),
+                confidence: round2(emotion.confidence()?),
+            })
         })
         .collect();
     // Highest confidence first; ties keep a stable, name-ordered result.

@@ -33,11 +33,9 @@ fn sdk_config() -> SdkConfig {
 /// Dependencies whose S3 and Rekognition clients answer from the given mock rules.
 fn deps(s3_rules: &[&Rule], rekognition_rules: &[&Rule]) -> Deps {
     let interceptor = |rules: &[&Rule]| {
-        rules
-            .iter()
-            .fold(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny), |interceptor, rule| {
-                interceptor.with_rule(rule)
-            })
+        rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny), |interceptor, rule| {
+            interceptor.with_rule(rule)
+        })
     };
     let sdk_config = sdk_config();
     let s3 = aws_sdk_s3::config::Builder::from(&sdk_config).interceptor(interceptor(s3_rules)).build();
@@ -185,8 +183,7 @@ async fn png_keys_are_accepted() {
     let key = KEY.replace(".jpg", ".png");
     let head = mock!(aws_sdk_s3::Client::head_object)
         .then_output(|| HeadObjectOutput::builder().content_type("image/png").content_length(10).build());
-    let faces = mock!(aws_sdk_rekognition::Client::detect_faces)
-        .then_output(|| DetectFacesOutput::builder().build());
+    let faces = mock!(aws_sdk_rekognition::Client::detect_faces).then_output(|| DetectFacesOutput::builder().build());
     let (status, _, _) = call(&deps(&[&head], &[&faces]), with_body(&json!({ "fileKey": key }).to_string())).await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -232,9 +229,13 @@ async fn keys_outside_the_upload_shape_are_rejected() {
         assert!(message.contains(expected), "key {key:?}: {message}");
     }
     let long = format!("uploads/{}.jpg", "a".repeat(200));
-    let message =
-        expect_error(&deps, with_body(&json!({ "fileKey": long }).to_string()), StatusCode::BAD_REQUEST, "InvalidRequest")
-            .await;
+    let message = expect_error(
+        &deps,
+        with_body(&json!({ "fileKey": long }).to_string()),
+        StatusCode::BAD_REQUEST,
+        "InvalidRequest",
+    )
+    .await;
     assert!(message.contains("at most 128"), "{message}");
 }
 
@@ -276,7 +277,8 @@ async fn forbidden_head_without_list_permission_means_missing() {
 #[tokio::test]
 async fn object_over_15_mb_is_413() {
     let (head, faces) = (head_ok("image/jpeg", MAX_IMAGE_BYTES + 1), detect(vec![]));
-    let message = expect_error(&deps(&[&head], &[&faces]), event(|_| {}), StatusCode::PAYLOAD_TOO_LARGE, "ImageTooLarge").await;
+    let message =
+        expect_error(&deps(&[&head], &[&faces]), event(|_| {}), StatusCode::PAYLOAD_TOO_LARGE, "ImageTooLarge").await;
     assert!(message.contains("15 MB"), "{message}");
     assert_eq!(faces.num_calls(), 0);
 }
@@ -292,9 +294,13 @@ async fn object_of_exactly_15_mb_is_analyzed() {
 async fn object_stored_as_another_type_is_415() {
     for content_type in ["text/plain", "image/gif", "application/octet-stream"] {
         let (head, faces) = (head_ok(content_type, 100), detect(vec![]));
-        let message =
-            expect_error(&deps(&[&head], &[&faces]), event(|_| {}), StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
-                .await;
+        let message = expect_error(
+            &deps(&[&head], &[&faces]),
+            event(|_| {}),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+        )
+        .await;
         assert!(message.contains(content_type), "{message}");
     }
 }
@@ -353,7 +359,9 @@ async fn rekognition_errors_map_to_http_statuses() {
         (
             || {
                 DetectFacesError::AccessDeniedException(
-                    rk_error::AccessDeniedException::builder().message("User arn:aws:sts::123:assumed-role/x is not authorized").build(),
+                    rk_error::AccessDeniedException::builder()
+                        .message("User arn:aws:sts::123:assumed-role/x is not authorized")
+                        .build(),
                 )
             },
             StatusCode::BAD_GATEWAY,

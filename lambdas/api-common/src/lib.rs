@@ -32,11 +32,7 @@ impl ApiError {
     }
 
     pub fn upstream() -> Self {
-        Self::new(
-            StatusCode::BAD_GATEWAY,
-            "UpstreamError",
-            "an upstream service failed; try again later",
-        )
+        Self::new(StatusCode::BAD_GATEWAY, "UpstreamError", "an upstream service failed; try again later")
     }
 
     pub fn with_retry_after(mut self, seconds: u32) -> Self {
@@ -89,10 +85,7 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body
 /// The Lambda request id of an invocation, or `-` when the request carries no context
 /// (as in unit tests that build requests by hand).
 pub fn request_id(request: &Request) -> String {
-    request
-        .lambda_context_ref()
-        .map(|context| context.request_id.clone())
-        .unwrap_or_else(|| "-".to_owned())
+    request.lambda_context_ref().map(|context| context.request_id.clone()).unwrap_or_else(|| "-".to_owned())
 }
 
 /// Checks that a request is for the one route a function serves. API Gateway only routes
@@ -205,7 +198,11 @@ mod tests {
             move |name: &str| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
         };
         assert_eq!(LogSettings::from_vars(vars(&[])), LogSettings { level: LevelFilter::INFO, json: false });
-        let lambda = LogSettings::from_vars(vars(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG"), ("RUST_LOG", "error"), ("AWS_LAMBDA_LOG_FORMAT", "JSON")]));
+        let lambda = LogSettings::from_vars(vars(&[
+            ("AWS_LAMBDA_LOG_LEVEL", "DEBUG"),
+            ("RUST_LOG", "error"),
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ]));
         assert_eq!(lambda, LogSettings { level: LevelFilter::DEBUG, json: true });
         assert_eq!(LogSettings::from_vars(vars(&[("RUST_LOG", "warn")])).level, LevelFilter::WARN);
         assert_eq!(LogSettings::from_vars(vars(&[("RUST_LOG", "aws_smithy=debug")])).level, LevelFilter::INFO);

@@ -101,11 +101,8 @@ async fn upload_url(deps: &Deps, request: &Request, now: SystemTime) -> Result<U
         })?;
 
     let file_key = format!("uploads/{}.{extension}", uuid::Uuid::new_v4());
-    let presigning = PresigningConfig::builder()
-        .start_time(now)
-        .expires_in(deps.config.expiry)
-        .build()
-        .map_err(|error| {
+    let presigning =
+        PresigningConfig::builder().start_time(now).expires_in(deps.config.expiry).build().map_err(|error| {
             tracing::error!(%error, "invalid presigning configuration");
             ApiError::upstream()
         })?;

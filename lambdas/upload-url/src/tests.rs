@@ -15,9 +15,13 @@ fn deps(expiry: u64) -> Deps {
     let sdk_config = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("eu-west-1"))
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-            Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"),
-        ))
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            None,
+            None,
+            "test",
+        )))
         .build();
     Deps {
         s3: s3_client(&sdk_config, false),

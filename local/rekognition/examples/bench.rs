@@ -58,39 +58,27 @@ fn main() -> Result<()> {
     if json {
         return print_json(&root, &analyzer, load);
     }
-    println!(
-        "model load (BlazeFace, TinyFaceDetector, expression, age/gender), median of {RUNS}: {load:?}"
-    );
+    println!("model load (BlazeFace, TinyFaceDetector, expression, age/gender), median of {RUNS}: {load:?}");
 
     let mut images: Vec<(String, DecodedImage)> = Vec::new();
     let files: Vec<PathBuf> = if args.is_empty() {
-        [
-            "astronaut.jpg",
-            "astronaut.png",
-            "chelsea.jpg",
-            "coffee.jpg",
-        ]
-        .iter()
-        .map(|name| root.join("tests/fixtures/photos").join(name))
-        .collect()
+        ["astronaut.jpg", "astronaut.png", "chelsea.jpg", "coffee.jpg"]
+            .iter()
+            .map(|name| root.join("tests/fixtures/photos").join(name))
+            .collect()
     } else {
         args.iter().map(PathBuf::from).collect()
     };
     for file in &files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let start = Instant::now();
-        let image =
-            input::decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let image = input::decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         println!("decode {}: {:?}", file.display(), start.elapsed());
-        images.push((
-            file.file_name().unwrap().to_string_lossy().into_owned(),
-            image,
-        ));
+        images.push((file.file_name().unwrap().to_string_lossy().into_owned(), image));
     }
     if args.is_empty() {
         let astronaut = &images[1].1.image;
-        let small =
-            image::imageops::resize(astronaut, 154, 154, image::imageops::FilterType::Triangle);
+        let small = image::imageops::resize(astronaut, 154, 154, image::imageops::FilterType::Triangle);
         let mut canvas = image::RgbImage::from_pixel(1920, 1280, image::Rgb([128, 128, 128]));
         let mut copies = 0;
         for y in (0..1280 - 154).step_by(308) {
@@ -101,10 +89,7 @@ fn main() -> Result<()> {
         }
         let mut synthetic = images[1].1.clone();
         synthetic.image = canvas;
-        images.push((
-            format!("synthetic 1920x1280, {copies} faces of ~30 px"),
-            synthetic,
-        ));
+        images.push((format!("synthetic 1920x1280, {copies} faces of ~30 px"), synthetic));
     }
 
     println!("\n| image | size | faces | detection (median of {RUNS}) | expression per face | age/gender per face |");
@@ -176,10 +161,7 @@ fn print_json(root: &std::path::Path, analyzer: &Analyzer, load: Duration) -> Re
             decode.push(decoded_at);
             faces = answer.face_details.len();
         }
-        anyhow::ensure!(
-            faces == expected,
-            "{name}: found {faces} faces, expected {expected}"
-        );
+        anyhow::ensure!(faces == expected, "{name}: found {faces} faces, expected {expected}");
         let (decode, analyze) = (median(decode), median(analyze));
         images.push(serde_json::json!({
             "image": name,

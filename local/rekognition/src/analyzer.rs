@@ -7,8 +7,7 @@ use anyhow::Result;
 use image::RgbImage;
 
 use crate::api::{
-    AgeRange, AttributeSet, BoundingBox, DetectFacesResponse, Emotion, FaceDetail, Gender,
-    Landmark, Pose, Quality,
+    AgeRange, AttributeSet, BoundingBox, DetectFacesResponse, Emotion, FaceDetail, Gender, Landmark, Pose, Quality,
 };
 use crate::detector::{BlazeFace, DetectOptions, Detection};
 use crate::faceapi::{self, AgeGenderNet, ExpressionNet, TinyFaceDetector};
@@ -26,15 +25,7 @@ pub const CROP_WIDEN: f32 = 0.10;
 
 /// face-api's expression classes mapped to Rekognition's emotion types (same order as
 /// [`faceapi::EXPRESSIONS`]). No model here has CONFUSED: it is reported at 0.
-pub const EMOTION_TYPES: [&str; 7] = [
-    "CALM",
-    "HAPPY",
-    "SAD",
-    "ANGRY",
-    "FEAR",
-    "DISGUSTED",
-    "SURPRISED",
-];
+pub const EMOTION_TYPES: [&str; 7] = ["CALM", "HAPPY", "SAD", "ANGRY", "FEAR", "DISGUSTED", "SURPRISED"];
 
 /// When a BlazeFace candidate counts as a face.
 ///
@@ -56,11 +47,7 @@ pub struct Confirmation {
 
 impl Default for Confirmation {
     fn default() -> Self {
-        Self {
-            min_confirm_score: 0.5,
-            accept_unconfirmed: 0.85,
-            input_size: 160,
-        }
+        Self { min_confirm_score: 0.5, accept_unconfirmed: 0.85, input_size: 160 }
     }
 }
 
@@ -107,39 +94,20 @@ impl Analyzer {
         let side = (2.0 * w.max(h)).round().max(8.0);
         let (x0, y0) = (cx - side / 2.0, cy - side / 2.0);
         let mut square = RgbImage::new(side as u32, side as u32);
-        image::imageops::replace(
-            &mut square,
-            image,
-            -(x0.round() as i64),
-            -(y0.round() as i64),
-        );
+        image::imageops::replace(&mut square, image, -(x0.round() as i64), -(y0.round() as i64));
         let size = c.input_size;
-        let square =
-            image::imageops::resize(&square, size, size, image::imageops::FilterType::Triangle);
-        let face = (
-            (cx - w / 2.0 - x0) / side,
-            (top - y0) / side,
-            (cx + w / 2.0 - x0) / side,
-            (bottom - y0) / side,
-        );
-        self.confirmer
-            .detect(&square, size as usize, c.min_confirm_score)
-            .iter()
-            .any(|t| {
-                let iw = (t.x1.min(face.2) - t.x0.max(face.0)).max(0.0);
-                let ih = (t.y1.min(face.3) - t.y0.max(face.1)).max(0.0);
-                let inter = iw * ih;
-                let union =
-                    (t.x1 - t.x0) * (t.y1 - t.y0) + (face.2 - face.0) * (face.3 - face.1) - inter;
-                union > 0.0 && inter / union >= 0.3
-            })
+        let square = image::imageops::resize(&square, size, size, image::imageops::FilterType::Triangle);
+        let face = ((cx - w / 2.0 - x0) / side, (top - y0) / side, (cx + w / 2.0 - x0) / side, (bottom - y0) / side);
+        self.confirmer.detect(&square, size as usize, c.min_confirm_score).iter().any(|t| {
+            let iw = (t.x1.min(face.2) - t.x0.max(face.0)).max(0.0);
+            let ih = (t.y1.min(face.3) - t.y0.max(face.1)).max(0.0);
+            let inter = iw * ih;
+            let union = (t.x1 - t.x0) * (t.y1 - t.y0) + (face.2 - face.0) * (face.3 - face.1) - inter;
+            union > 0.0 && inter / union >= 0.3
+        })
     }
 
-    pub fn detect_faces(
-        &self,
-        image: &DecodedImage,
-        attributes: AttributeSet,
-    ) -> Result<DetectFacesResponse> {
+    pub fn detect_faces(&self, image: &DecodedImage, attributes: AttributeSet) -> Result<DetectFacesResponse> {
         Ok(self.detect_faces_timed(image, attributes)?.0)
     }
 
@@ -151,10 +119,7 @@ impl Analyzer {
         let start = Instant::now();
         let mut detections = self.detector.detect(&image.image, &self.options)?;
         detections.retain(|d| self.confirmed(&image.image, d));
-        let mut timings = Timings {
-            detect: start.elapsed(),
-            ..Default::default()
-        };
+        let mut timings = Timings { detect: start.elapsed(), ..Default::default() };
         // The 100 largest, largest first.
         detections.sort_by(|a, b| (b.w * b.h).total_cmp(&(a.w * a.h)));
         detections.truncate(MAX_FACES);
@@ -184,23 +149,15 @@ impl Analyzer {
         let (iw, ih) = (image.width() as f32, image.height() as f32);
         let top = d.cy - d.h / 2.0 - FOREHEAD * d.h;
         let bottom = d.cy + d.h / 2.0;
-        let bounding_box = BoundingBox {
-            width: d.w / iw,
-            height: (bottom - top) / ih,
-            left: (d.cx - d.w / 2.0) / iw,
-            top: top / ih,
-        };
+        let bounding_box =
+            BoundingBox { width: d.w / iw, height: (bottom - top) / ih, left: (d.cx - d.w / 2.0) / iw, top: top / ih };
         let half_width = d.w * (1.0 + CROP_WIDEN) / 2.0;
         let crop = crop(image, d.cx - half_width, top, d.cx + half_width, bottom);
         let mut face = FaceDetail {
             bounding_box,
             landmarks: landmarks(d, iw, ih),
-            pose: Pose {
-                roll: Some(roll(d)),
-            },
-            quality: Quality {
-                brightness: crop.as_ref().map(brightness),
-            },
+            pose: Pose { roll: Some(roll(d)) },
+            quality: Quality { brightness: crop.as_ref().map(brightness) },
             confidence: d.score * 100.0,
             ..Default::default()
         };
@@ -227,11 +184,7 @@ impl Analyzer {
                     face.gender = Some(Gender {
                         value: if male { "Male" } else { "Female" }.into(),
                         confidence: 100.0
-                            * if male {
-                                estimate.male_probability
-                            } else {
-                                1.0 - estimate.male_probability
-                            },
+                            * if male { estimate.male_probability } else { 1.0 - estimate.male_probability },
                     });
                 }
             }
@@ -244,14 +197,8 @@ impl Analyzer {
 /// of it is inside.
 fn crop(image: &RgbImage, x0: f32, y0: f32, x1: f32, y1: f32) -> Option<RgbImage> {
     let (w, h) = (image.width() as f32, image.height() as f32);
-    let (x0, y0) = (
-        x0.round().clamp(0.0, w) as u32,
-        y0.round().clamp(0.0, h) as u32,
-    );
-    let (x1, y1) = (
-        x1.round().clamp(0.0, w) as u32,
-        y1.round().clamp(0.0, h) as u32,
-    );
+    let (x0, y0) = (x0.round().clamp(0.0, w) as u32, y0.round().clamp(0.0, h) as u32);
+    let (x1, y1) = (x1.round().clamp(0.0, w) as u32, y1.round().clamp(0.0, h) as u32);
     if x1 <= x0 || y1 <= y0 {
         return None;
     }
@@ -263,14 +210,8 @@ pub fn emotions(probabilities: &[f32; 7]) -> Vec<Emotion> {
     let mut emotions: Vec<Emotion> = EMOTION_TYPES
         .iter()
         .zip(probabilities)
-        .map(|(name, p)| Emotion {
-            r#type: (*name).into(),
-            confidence: p * 100.0,
-        })
-        .chain(std::iter::once(Emotion {
-            r#type: "CONFUSED".into(),
-            confidence: 0.0,
-        }))
+        .map(|(name, p)| Emotion { r#type: (*name).into(), confidence: p * 100.0 })
+        .chain(std::iter::once(Emotion { r#type: "CONFUSED".into(), confidence: 0.0 }))
         .collect();
     emotions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     emotions
@@ -281,10 +222,7 @@ pub fn emotions(probabilities: &[f32; 7]) -> Vec<Emotion> {
 pub fn age_range(age: f32) -> AgeRange {
     let age = age.max(0.0);
     let half = (0.15 * age).max(3.0);
-    AgeRange {
-        low: (age - half).floor().max(0.0) as i32,
-        high: (age + half).ceil() as i32,
-    }
+    AgeRange { low: (age - half).floor().max(0.0) as i32, high: (age + half).ceil() as i32 }
 }
 
 /// BlazeFace's eyes and nose tip. Rekognition's `eyeLeft` is the eye on the image's left.
@@ -292,18 +230,10 @@ pub fn age_range(age: f32) -> AgeRange {
 fn landmarks(d: &Detection, iw: f32, ih: f32) -> Vec<Landmark> {
     let (a, b) = (d.keypoints[0], d.keypoints[1]);
     let (left, right) = if a.0 <= b.0 { (a, b) } else { (b, a) };
-    [
-        ("eyeLeft", left),
-        ("eyeRight", right),
-        ("nose", d.keypoints[2]),
-    ]
-    .into_iter()
-    .map(|(name, (x, y))| Landmark {
-        r#type: name.into(),
-        x: x / iw,
-        y: y / ih,
-    })
-    .collect()
+    [("eyeLeft", left), ("eyeRight", right), ("nose", d.keypoints[2])]
+        .into_iter()
+        .map(|(name, (x, y))| Landmark { r#type: name.into(), x: x / iw, y: y / ih })
+        .collect()
 }
 
 /// The angle of the line from the left eye to the right eye, in degrees, positive when the
@@ -316,10 +246,7 @@ fn roll(d: &Detection) -> f32 {
 
 /// Mean luma (ITU-R BT.601) of the face crop, 0 (black) to 100 (white).
 fn brightness(crop: &RgbImage) -> f32 {
-    let sum: f64 = crop
-        .pixels()
-        .map(|p| 0.299 * p.0[0] as f64 + 0.587 * p.0[1] as f64 + 0.114 * p.0[2] as f64)
-        .sum();
+    let sum: f64 = crop.pixels().map(|p| 0.299 * p.0[0] as f64 + 0.587 * p.0[1] as f64 + 0.114 * p.0[2] as f64).sum();
     (sum / (crop.width() as f64 * crop.height() as f64) / 255.0 * 100.0) as f32
 }
 

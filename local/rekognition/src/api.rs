@@ -154,10 +154,7 @@ pub struct RekognitionError {
 
 impl RekognitionError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     pub fn body(&self) -> String {
@@ -174,11 +171,7 @@ pub struct AttributeSet {
 }
 
 impl AttributeSet {
-    pub const ALL: Self = Self {
-        age_range: true,
-        gender: true,
-        emotions: true,
-    };
+    pub const ALL: Self = Self { age_range: true, gender: true, emotions: true };
 
     /// Rekognition's `Attributes`: absent or `["DEFAULT"]` gives the default set;
     /// `"ALL"` everything; single attributes add themselves to the default set. Attributes
@@ -218,14 +211,8 @@ mod tests {
     #[test]
     fn attributes_follow_rekognition() {
         assert_eq!(AttributeSet::parse(None).unwrap(), AttributeSet::default());
-        assert_eq!(
-            AttributeSet::parse(Some(&["DEFAULT".into()])).unwrap(),
-            AttributeSet::default()
-        );
-        assert_eq!(
-            AttributeSet::parse(Some(&["ALL".into()])).unwrap(),
-            AttributeSet::ALL
-        );
+        assert_eq!(AttributeSet::parse(Some(&["DEFAULT".into()])).unwrap(), AttributeSet::default());
+        assert_eq!(AttributeSet::parse(Some(&["ALL".into()])).unwrap(), AttributeSet::ALL);
         let emotions = AttributeSet::parse(Some(&["EMOTIONS".into(), "SMILE".into()])).unwrap();
         assert!(emotions.emotions && !emotions.age_range);
         let error = AttributeSet::parse(Some(&["EVERYTHING".into()])).unwrap_err();
@@ -234,10 +221,7 @@ mod tests {
 
     #[test]
     fn errors_have_the_json_1_1_shape() {
-        let error = RekognitionError::new(
-            ErrorCode::InvalidImageFormat,
-            "Request has invalid image format",
-        );
+        let error = RekognitionError::new(ErrorCode::InvalidImageFormat, "Request has invalid image format");
         let body: serde_json::Value = serde_json::from_str(&error.body()).unwrap();
         assert_eq!(body["__type"], "InvalidImageFormatException");
         assert_eq!(body["Message"], "Request has invalid image format");
@@ -246,10 +230,7 @@ mod tests {
 
     #[test]
     fn absent_fields_are_not_serialized() {
-        let face = FaceDetail {
-            confidence: 99.0,
-            ..Default::default()
-        };
+        let face = FaceDetail { confidence: 99.0, ..Default::default() };
         let json = serde_json::to_value(&face).unwrap();
         assert!(json.get("Emotions").is_none());
         assert!(json.get("AgeRange").is_none());

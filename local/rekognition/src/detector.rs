@@ -35,18 +35,10 @@ pub struct Detection {
 
 impl Detection {
     fn iou(&self, other: &Detection) -> f32 {
-        let (ax0, ay0, ax1, ay1) = (
-            self.cx - self.w / 2.0,
-            self.cy - self.h / 2.0,
-            self.cx + self.w / 2.0,
-            self.cy + self.h / 2.0,
-        );
-        let (bx0, by0, bx1, by1) = (
-            other.cx - other.w / 2.0,
-            other.cy - other.h / 2.0,
-            other.cx + other.w / 2.0,
-            other.cy + other.h / 2.0,
-        );
+        let (ax0, ay0, ax1, ay1) =
+            (self.cx - self.w / 2.0, self.cy - self.h / 2.0, self.cx + self.w / 2.0, self.cy + self.h / 2.0);
+        let (bx0, by0, bx1, by1) =
+            (other.cx - other.w / 2.0, other.cy - other.h / 2.0, other.cx + other.w / 2.0, other.cy + other.h / 2.0);
         let iw = (ax1.min(bx1) - ax0.max(bx0)).max(0.0);
         let ih = (ay1.min(by1) - ay0.max(by0)).max(0.0);
         let inter = iw * ih;
@@ -73,14 +65,7 @@ impl Detection {
         for (i, k) in keypoints.iter_mut().enumerate() {
             *k = (a[4 + 2 * i], a[5 + 2 * i]);
         }
-        Self {
-            score,
-            cx: a[0],
-            cy: a[1],
-            w: a[2],
-            h: a[3],
-            keypoints,
-        }
+        Self { score, cx: a[0], cy: a[1], w: a[2], h: a[3], keypoints }
     }
 
     fn map(self, f: impl Fn(f32, f32) -> (f32, f32), scale: f32) -> Self {
@@ -89,14 +74,7 @@ impl Detection {
         for k in keypoints.iter_mut() {
             *k = f(k.0, k.1);
         }
-        Self {
-            cx,
-            cy,
-            w: self.w * scale,
-            h: self.h * scale,
-            keypoints,
-            ..self
-        }
+        Self { cx, cy, w: self.w * scale, h: self.h * scale, keypoints, ..self }
     }
 }
 
@@ -117,11 +95,7 @@ pub struct DetectOptions {
 
 impl Default for DetectOptions {
     fn default() -> Self {
-        Self {
-            min_score: 0.5,
-            tile: 384,
-            max_tiles: 24,
-        }
+        Self { min_score: 0.5, tile: 384, max_tiles: 24 }
     }
 }
 
@@ -141,9 +115,7 @@ impl BlazeFace {
     /// Loads and optimizes the ONNX model.
     pub fn load(path: &Path) -> Result<Self> {
         let onnx = tract_onnx::onnx();
-        let mut proto = onnx
-            .proto_model_for_path(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let mut proto = onnx.proto_model_for_path(path).with_context(|| format!("reading {}", path.display()))?;
         give_constant_of_shape_a_float_value(&mut proto);
         let model = onnx
             .model_for_proto_model(&proto)
@@ -161,8 +133,8 @@ impl BlazeFace {
         let longer = width.max(height);
         if options.tile > 0 && longer as f32 > 1.5 * options.tile as f32 {
             let mut tile = options.tile.max(INPUT / 2);
-            while (tile_origins(width, tile, tile * 3 / 4).len()
-                * tile_origins(height, tile, tile * 3 / 4).len()) as u32
+            while (tile_origins(width, tile, tile * 3 / 4).len() * tile_origins(height, tile, tile * 3 / 4).len())
+                as u32
                 > options.max_tiles.max(1)
             {
                 tile += tile / 4;
@@ -176,12 +148,7 @@ impl BlazeFace {
                     // A face cut by an inner tile edge is seen whole by a neighbouring tile.
                     let margin = 2.0;
                     candidates.extend(found.into_iter().filter(|d| {
-                        let (x0, y0, x1, y1) = (
-                            d.cx - d.w / 2.0,
-                            d.cy - d.h / 2.0,
-                            d.cx + d.w / 2.0,
-                            d.cy + d.h / 2.0,
-                        );
+                        let (x0, y0, x1, y1) = (d.cx - d.w / 2.0, d.cy - d.h / 2.0, d.cx + d.w / 2.0, d.cy + d.h / 2.0);
                         (x == 0 || x0 > x as f32 + margin)
                             && (y == 0 || y0 > y as f32 + margin)
                             && (x + tw == width || x1 < (x + tw) as f32 - margin)
@@ -205,10 +172,8 @@ impl BlazeFace {
         min_score: f32,
     ) -> Result<Vec<Detection>> {
         let scale = INPUT as f32 / w.max(h) as f32;
-        let (rw, rh) = (
-            ((w as f32 * scale).round() as u32).clamp(1, INPUT),
-            ((h as f32 * scale).round() as u32).clamp(1, INPUT),
-        );
+        let (rw, rh) =
+            (((w as f32 * scale).round() as u32).clamp(1, INPUT), ((h as f32 * scale).round() as u32).clamp(1, INPUT));
         let region = image.view(x, y, w, h).to_image();
         let resized = if w >= 4 * rw {
             image::imageops::thumbnail(&region, rw, rh)
@@ -234,15 +199,9 @@ impl BlazeFace {
         decode(&outputs[1], &outputs[3], 8, 6, min_score, &mut found)?;
         // Input-normalized coordinates to image pixels.
         let to_image = |u: f32, v: f32| {
-            (
-                (u * INPUT as f32 - ox as f32) / scale + x as f32,
-                (v * INPUT as f32 - oy as f32) / scale + y as f32,
-            )
+            ((u * INPUT as f32 - ox as f32) / scale + x as f32, (v * INPUT as f32 - oy as f32) / scale + y as f32)
         };
-        Ok(found
-            .into_iter()
-            .map(|d| d.map(to_image, INPUT as f32 / scale))
-            .collect())
+        Ok(found.into_iter().map(|d| d.map(to_image, INPUT as f32 / scale)).collect())
     }
 }
 
@@ -270,9 +229,7 @@ fn tile_origins(length: u32, tile: u32, stride: u32) -> Vec<u32> {
         return vec![0];
     }
     let count = (length - tile).div_ceil(stride) + 1;
-    (0..count)
-        .map(|i| ((length - tile) as u64 * i as u64 / (count - 1) as u64) as u32)
-        .collect()
+    (0..count).map(|i| ((length - tile) as u64 * i as u64 / (count - 1) as u64) as u32).collect()
 }
 
 /// Decodes one anchor grid; coordinates normalized to the model input.
@@ -295,10 +252,7 @@ fn decode(
     let inv = 1.0 / INPUT as f32;
     for cy in 0..cells {
         for cx in 0..cells {
-            let (ax, ay) = (
-                (cx as f32 + 0.5) / cells as f32,
-                (cy as f32 + 0.5) / cells as f32,
-            );
+            let (ax, ay) = ((cx as f32 + 0.5) / cells as f32, (cy as f32 + 0.5) / cells as f32);
             for a in 0..anchors {
                 let index = (cy * cells + cx) * anchors + a;
                 let score = 1.0 / (1.0 + (-scores[index].clamp(-100.0, 100.0)).exp());
@@ -360,16 +314,8 @@ fn give_constant_of_shape_a_float_value(proto: &mut pb::ModelProto) {
     let Some(graph) = proto.graph.as_mut() else {
         return;
     };
-    for node in graph
-        .node
-        .iter_mut()
-        .filter(|node| node.op_type == "ConstantOfShape")
-    {
-        if node
-            .attribute
-            .iter()
-            .any(|attribute| attribute.name == "value")
-        {
+    for node in graph.node.iter_mut().filter(|node| node.op_type == "ConstantOfShape") {
+        if node.attribute.iter().any(|attribute| attribute.name == "value") {
             continue;
         }
         node.attribute.push(pb::AttributeProto {
@@ -391,23 +337,13 @@ mod tests {
     use super::*;
 
     fn det(score: f32, cx: f32, cy: f32, size: f32) -> Detection {
-        Detection {
-            score,
-            cx,
-            cy,
-            w: size,
-            h: size,
-            keypoints: [(cx, cy); 6],
-        }
+        Detection { score, cx, cy, w: size, h: size, keypoints: [(cx, cy); 6] }
     }
 
     #[test]
     fn overlapping_candidates_merge_into_their_weighted_mean() {
-        let kept = weighted_nms(vec![
-            det(0.5, 12.0, 10.0, 10.0),
-            det(0.9, 10.0, 10.0, 10.0),
-            det(0.8, 100.0, 100.0, 10.0),
-        ]);
+        let kept =
+            weighted_nms(vec![det(0.5, 12.0, 10.0, 10.0), det(0.9, 10.0, 10.0, 10.0), det(0.8, 100.0, 100.0, 10.0)]);
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[0].score, 0.9);
         let expected = (10.0 * 0.9 + 12.0 * 0.5) / 1.4;

@@ -7,9 +7,8 @@ use image::RgbImage;
 
 use crate::models::ModelPaths;
 use crate::tfjs::{
-    self, add, conv1x1, conv1x1_stride2, conv3x3, conv3x3_valid, global_avg_pool7, leaky,
-    max_pool2x2, max_pool3x3_s2, relu, separable, Conv1x1, Conv3x3, Dense, SeparableConv, Tensor3,
-    WeightMap,
+    self, add, conv1x1, conv1x1_stride2, conv3x3, conv3x3_valid, global_avg_pool7, leaky, max_pool2x2, max_pool3x3_s2,
+    relu, separable, Conv1x1, Conv3x3, Dense, SeparableConv, Tensor3, WeightMap,
 };
 
 /// The networks' input side.
@@ -18,15 +17,7 @@ pub const INPUT_SIZE: usize = 112;
 const MEAN_RGB: [f32; 3] = [122.782, 117.001, 104.298];
 
 /// The expression classes, in the network's output order.
-pub const EXPRESSIONS: [&str; 7] = [
-    "neutral",
-    "happy",
-    "sad",
-    "angry",
-    "fearful",
-    "disgusted",
-    "surprised",
-];
+pub const EXPRESSIONS: [&str; 7] = ["neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"];
 
 /// face-api's input pipeline for one face crop: pad to a square with zeros (centered), resize
 /// to 112x112 with TensorFlow's bilinear resize (`alignCorners = false`,
@@ -41,11 +32,7 @@ fn net_input(crop: &RgbImage, size: usize, mean: [f32; 3], centered: bool) -> Te
     let side = w.max(h);
     // padToSquare: centered, `round(diff / 2)` after and the rest before; otherwise all after.
     let diff = w.abs_diff(h);
-    let after = if centered {
-        ((diff as f64) * 0.5).round() as usize
-    } else {
-        diff
-    };
+    let after = if centered { ((diff as f64) * 0.5).round() as usize } else { diff };
     let before = diff - after;
     let (off_x, off_y) = if h > w { (before, 0) } else { (0, before) };
     let pixel = |x: usize, y: usize| -> [f32; 3] {
@@ -91,28 +78,11 @@ struct DenseBlock {
 }
 
 impl DenseBlock {
-    fn load(
-        map: &mut WeightMap,
-        prefix: &str,
-        cin: usize,
-        cout: usize,
-        first: bool,
-    ) -> Result<Self> {
+    fn load(map: &mut WeightMap, prefix: &str, cin: usize, cout: usize, first: bool) -> Result<Self> {
         let (first, conv0) = if first {
-            (
-                Some(Conv3x3::load(map, &format!("{prefix}/conv0"), cin, cout)?),
-                None,
-            )
+            (Some(Conv3x3::load(map, &format!("{prefix}/conv0"), cin, cout)?), None)
         } else {
-            (
-                None,
-                Some(SeparableConv::load(
-                    map,
-                    &format!("{prefix}/conv0"),
-                    cin,
-                    cout,
-                )?),
-            )
+            (None, Some(SeparableConv::load(map, &format!("{prefix}/conv0"), cin, cout)?))
         };
         Ok(Self {
             first,
@@ -189,11 +159,7 @@ impl ReductionBlock {
     }
 
     fn forward(&self, x: &Tensor3, activate_input: bool) -> Tensor3 {
-        let input = if activate_input {
-            relu(x.clone())
-        } else {
-            x.clone()
-        };
+        let input = if activate_input { relu(x.clone()) } else { x.clone() };
         let out = separable(&input, &self.separable0, 1);
         let out = separable(&relu(out), &self.separable1, 1);
         let out = max_pool3x3_s2(&out);
@@ -207,24 +173,9 @@ struct MainBlock([SeparableConv; 3]);
 impl MainBlock {
     fn load(map: &mut WeightMap, prefix: &str, channels: usize) -> Result<Self> {
         Ok(Self([
-            SeparableConv::load(
-                map,
-                &format!("{prefix}/separable_conv0"),
-                channels,
-                channels,
-            )?,
-            SeparableConv::load(
-                map,
-                &format!("{prefix}/separable_conv1"),
-                channels,
-                channels,
-            )?,
-            SeparableConv::load(
-                map,
-                &format!("{prefix}/separable_conv2"),
-                channels,
-                channels,
-            )?,
+            SeparableConv::load(map, &format!("{prefix}/separable_conv0"), channels, channels)?,
+            SeparableConv::load(map, &format!("{prefix}/separable_conv1"), channels, channels)?,
+            SeparableConv::load(map, &format!("{prefix}/separable_conv2"), channels, channels)?,
         ]))
     }
 
@@ -290,10 +241,7 @@ impl AgeGenderNet {
         let pooled = global_avg_pool7(&x);
         let age = self.fc_age.forward(&pooled)[0];
         let gender = tfjs::softmax(&self.fc_gender.forward(&pooled));
-        AgeGender {
-            age,
-            male_probability: gender[0],
-        }
+        AgeGender { age, male_probability: gender[0] }
     }
 }
 
@@ -317,13 +265,8 @@ pub struct TinyFaceDetector {
 }
 
 const TINY_MEAN_RGB: [f32; 3] = [117.001, 114.697, 97.404];
-const TINY_ANCHORS: [(f32, f32); 5] = [
-    (1.603231, 2.094468),
-    (6.041143, 7.080126),
-    (2.882459, 3.518061),
-    (4.266906, 5.178857),
-    (9.041765, 10.66308),
-];
+const TINY_ANCHORS: [(f32, f32); 5] =
+    [(1.603231, 2.094468), (6.041143, 7.080126), (2.882459, 3.518061), (4.266906, 5.178857), (9.041765, 10.66308)];
 
 impl TinyFaceDetector {
     pub fn load(paths: &ModelPaths) -> Result<Self> {
@@ -344,12 +287,7 @@ impl TinyFaceDetector {
 
     /// Faces in `image` (padded to a square at its right or bottom, as face-api does) at an
     /// input size that is a multiple of 32, with a score above `min_score`; no suppression.
-    pub fn detect(
-        &self,
-        image: &RgbImage,
-        input_size: usize,
-        min_score: f32,
-    ) -> Vec<TinyDetection> {
+    pub fn detect(&self, image: &RgbImage, input_size: usize, min_score: f32) -> Vec<TinyDetection> {
         let x = net_input(image, input_size, TINY_MEAN_RGB, false);
         let mut out = max_pool2x2(&leaky(conv3x3_valid(&x, &self.conv0)), 2);
         for (i, conv) in self.convs.iter().enumerate() {

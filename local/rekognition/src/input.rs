@@ -29,10 +29,7 @@ pub struct DecodedImage {
 }
 
 fn invalid_format() -> RekognitionError {
-    RekognitionError::new(
-        ErrorCode::InvalidImageFormat,
-        "Request has invalid image format",
-    )
+    RekognitionError::new(ErrorCode::InvalidImageFormat, "Request has invalid image format")
 }
 
 /// Decodes a JPEG or PNG file. Anything else, and corrupt data, is an
@@ -52,15 +49,9 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedImage, RekognitionError> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(1024 * 1024 * 1024);
     reader.limits(limits);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|error| decode_error(&error))?;
+    let mut decoder = reader.into_decoder().map_err(|error| decode_error(&error))?;
     let orientation = if format == ImageFormat::Jpeg {
-        decoder
-            .exif_metadata()
-            .ok()
-            .flatten()
-            .and_then(|exif| Orientation::from_exif_chunk(&exif))
+        decoder.exif_metadata().ok().flatten().and_then(|exif| Orientation::from_exif_chunk(&exif))
     } else {
         None
     };
@@ -79,11 +70,7 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedImage, RekognitionError> {
             ),
         ));
     }
-    Ok(DecodedImage {
-        image,
-        format,
-        orientation_correction: orientation.map(rotation_of),
-    })
+    Ok(DecodedImage { image, format, orientation_correction: orientation.map(rotation_of) })
 }
 
 fn decode_error(error: &image::ImageError) -> RekognitionError {
@@ -114,39 +101,25 @@ mod tests {
 
     fn png(width: u32, height: u32) -> Vec<u8> {
         let mut out = Vec::new();
-        RgbImage::new(width, height)
-            .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
-            .unwrap();
+        RgbImage::new(width, height).write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
         out
     }
 
     #[test]
     fn text_is_an_invalid_format() {
-        assert_eq!(
-            decode(b"hello, world").unwrap_err().code,
-            ErrorCode::InvalidImageFormat
-        );
+        assert_eq!(decode(b"hello, world").unwrap_err().code, ErrorCode::InvalidImageFormat);
     }
 
     #[test]
     fn a_truncated_png_is_an_invalid_format() {
         let bytes = png(100, 100);
-        assert_eq!(
-            decode(&bytes[..40]).unwrap_err().code,
-            ErrorCode::InvalidImageFormat
-        );
+        assert_eq!(decode(&bytes[..40]).unwrap_err().code, ErrorCode::InvalidImageFormat);
     }
 
     #[test]
     fn a_tiny_png_is_an_invalid_parameter() {
-        assert_eq!(
-            decode(&png(8, 8)).unwrap_err().code,
-            ErrorCode::InvalidParameter
-        );
-        assert_eq!(
-            decode(&png(80, 79)).unwrap_err().code,
-            ErrorCode::InvalidParameter
-        );
+        assert_eq!(decode(&png(8, 8)).unwrap_err().code, ErrorCode::InvalidParameter);
+        assert_eq!(decode(&png(80, 79)).unwrap_err().code, ErrorCode::InvalidParameter);
         assert!(decode(&png(80, 80)).is_ok());
     }
 
@@ -154,13 +127,11 @@ mod tests {
     fn exif_orientation_of_a_jpeg_is_applied_and_reported() {
         // A 120x90 JPEG with an EXIF APP1 segment saying "rotate 90 clockwise" (orientation 6).
         let mut jpeg = Vec::new();
-        RgbImage::new(120, 90)
-            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
-            .unwrap();
+        RgbImage::new(120, 90).write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
         let exif: Vec<u8> = [
             b"Exif\0\0".as_slice(),
-            b"MM\0\x2a\0\0\0\x08", // big-endian TIFF header, first IFD at 8
-            &[0, 1],               // one entry
+            b"MM\0\x2a\0\0\0\x08",                       // big-endian TIFF header, first IFD at 8
+            &[0, 1],                                     // one entry
             &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0], // Orientation, SHORT, 1, value 6
             &[0, 0, 0, 0],
         ]

@@ -13,11 +13,7 @@ use local_rekognition::server::{self, ServerConfig, Service};
 use local_rekognition::{ensure_models, Analyzer};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "local-rekognition",
-    version,
-    about = "A local, Rekognition-compatible DetectFaces service"
-)]
+#[command(name = "local-rekognition", version, about = "A local, Rekognition-compatible DetectFaces service")]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:4570")]
@@ -49,9 +45,7 @@ struct Args {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
     let paths = ensure_models(&args.models)?;
@@ -62,21 +56,13 @@ async fn main() -> Result<()> {
     analyzer.confirmation.min_confirm_score = args.confirm_score;
     analyzer.confirmation.accept_unconfirmed = args.accept_unconfirmed;
     tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, models = %paths.dir.display(), "models loaded");
-    let mut config = ServerConfig {
-        max_body_bytes: args.max_body_bytes,
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig { max_body_bytes: args.max_body_bytes, ..ServerConfig::default() };
     if let Some(n) = args.max_inferences {
         config.max_inferences = n.max(1);
     }
-    let service = Arc::new(Service::new(
-        Arc::new(analyzer),
-        server::s3_client_from_env().await,
-        config,
-    ));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let service = Arc::new(Service::new(Arc::new(analyzer), server::s3_client_from_env().await, config));
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
     // The one line on stdout: callers wait for it to know the server is ready.
     println!("local-rekognition listening on http://{address}");

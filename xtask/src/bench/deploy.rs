@@ -146,11 +146,15 @@ impl Workload {
     pub fn dependencies(&self) -> Result<BTreeMap<ResourceId, BTreeSet<ResourceId>>> {
         let env = crate::config::Environment::load(&self.environments, ENVIRONMENT)?;
         let manifest = Manifest::read(&self.manifest)?.context("the build manifest disappeared")?;
-        let context = crate::stack::Context { env: &env, account_id: EMULATOR_ACCOUNT, manifest: &manifest, tls: false };
-        Ok(crate::stack::resources(&context)?.into_iter().map(|resource| {
-            let dependencies = resource.dependencies();
-            (resource.id, dependencies)
-        }).collect())
+        let context =
+            crate::stack::Context { env: &env, account_id: EMULATOR_ACCOUNT, manifest: &manifest, tls: false };
+        Ok(crate::stack::resources(&context)?
+            .into_iter()
+            .map(|resource| {
+                let dependencies = resource.dependencies();
+                (resource.id, dependencies)
+            })
+            .collect())
     }
 }
 
@@ -186,7 +190,12 @@ pub fn run(workload: &Workload, operation: Operation, endpoint: &str, parallelis
         args.push(manifest.as_os_str());
     }
     let (wall, calls, trace) = measure(workload, &args, environments, endpoint)?;
-    tracing::info!(operation = operation.label(), wall_ms = wall.as_millis() as u64, calls = crate::calls::total(&calls), "measured");
+    tracing::info!(
+        operation = operation.label(),
+        wall_ms = wall.as_millis() as u64,
+        calls = crate::calls::total(&calls),
+        "measured"
+    );
     Ok(OperationRun { operation, wall, calls, trace })
 }
 
@@ -205,7 +214,12 @@ pub fn drift(workload: &Workload, endpoint: &str) -> Result<DriftRun> {
 
 /// Runs xtask with `args` against `endpoint`; its wall time, call counts and call trace.
 /// A failure (any non-zero exit) is an error showing its output.
-fn measure(workload: &Workload, args: &[&OsStr], environments: &Path, endpoint: &str) -> Result<(Duration, Counts, Vec<Call>)> {
+fn measure(
+    workload: &Workload,
+    args: &[&OsStr],
+    environments: &Path,
+    endpoint: &str,
+) -> Result<(Duration, Counts, Vec<Call>)> {
     let run_id = uuid::Uuid::new_v4();
     let (counts_file, trace_file) =
         (workload.logs.join(format!("calls-{run_id}.json")), workload.logs.join(format!("trace-{run_id}.json")));
@@ -222,7 +236,9 @@ fn measure(workload: &Workload, args: &[&OsStr], environments: &Path, endpoint: 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for variable in ["AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "IMAGE_ANALYZER_ENV"] {
+    for variable in
+        ["AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "IMAGE_ANALYZER_ENV"]
+    {
         xtask.env_remove(variable);
     }
     let shown = crate::process::display(&xtask);
@@ -316,14 +332,17 @@ mod tests {
     use super::*;
 
     fn call(step: Option<&str>) -> Call {
-        Call { service: "S3".into(), operation: "PutObject".into(), step: step.map(str::to_owned), journal: false, at_us: 0 }
+        Call {
+            service: "S3".into(),
+            operation: "PutObject".into(),
+            step: step.map(str::to_owned),
+            journal: false,
+            at_us: 0,
+        }
     }
 
     fn graph(edges: &[(&str, &[&str])]) -> BTreeMap<ResourceId, BTreeSet<ResourceId>> {
-        edges
-            .iter()
-            .map(|(id, on)| (ResourceId::new(*id), on.iter().map(|d| ResourceId::new(*d)).collect()))
-            .collect()
+        edges.iter().map(|(id, on)| (ResourceId::new(*id), on.iter().map(|d| ResourceId::new(*d)).collect())).collect()
     }
 
     #[test]

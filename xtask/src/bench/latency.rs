@@ -99,7 +99,10 @@ pub async fn measure(plan: &Plan<'_>) -> Result<Vec<FunctionLatency>> {
             "analyze" => {
                 let key = upload(plan, &spec).await?;
                 let body = Bytes::from(serde_json::json!({ "fileKey": key }).to_string());
-                (format!("POST /analyze ({})", plan.photo.file_name().unwrap_or_default().to_string_lossy()), request_event("POST", "/analyze", body))
+                (
+                    format!("POST /analyze ({})", plan.photo.file_name().unwrap_or_default().to_string_lossy()),
+                    request_event("POST", "/analyze", body),
+                )
             }
             other => bail!("the benchmark does not know how to call `{other}`"),
         };
@@ -166,14 +169,15 @@ async fn upload(plan: &Plan<'_>, spec: &FunctionSpec) -> Result<String> {
     let content_type = if plan.photo.extension().is_some_and(|ext| ext == "png") { "image/png" } else { "image/jpeg" };
     let extension = if content_type == "image/png" { "png" } else { "jpg" };
     let key = format!("uploads/{}.{extension}", uuid::Uuid::new_v4());
-    s3.put_object()
-        .bucket(bucket)
-        .key(&key)
-        .content_type(content_type)
-        .body(bytes.into())
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("uploading {} to s3://{bucket}/{key}: {}", plan.photo.display(), aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    s3.put_object().bucket(bucket).key(&key).content_type(content_type).body(bytes.into()).send().await.map_err(
+        |e| {
+            anyhow::anyhow!(
+                "uploading {} to s3://{bucket}/{key}: {}",
+                plan.photo.display(),
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        },
+    )?;
     Ok(key)
 }
 
@@ -185,7 +189,14 @@ fn request_event(method: &str, path: &str, body: Bytes) -> serde_json::Value {
     let request = request.body(body).expect("a valid request");
     let context = EventContext {
         time: SystemTime::now(),
-        ..EventContext::new("benchapi", format!("{method} {path}"), super::deploy::EMULATOR_ACCOUNT, "127.0.0.1", "127.0.0.1", uuid::Uuid::new_v4().to_string())
+        ..EventContext::new(
+            "benchapi",
+            format!("{method} {path}"),
+            super::deploy::EMULATOR_ACCOUNT,
+            "127.0.0.1",
+            "127.0.0.1",
+            uuid::Uuid::new_v4().to_string(),
+        )
     };
     event::to_event(request, &context)
 }

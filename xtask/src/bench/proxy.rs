@@ -81,7 +81,12 @@ impl Drop for LatencyProxy {
     }
 }
 
-async fn forward(client: &reqwest::Client, upstream: &str, delay: Duration, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn forward(
+    client: &reqwest::Client,
+    upstream: &str,
+    delay: Duration,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -141,7 +146,9 @@ mod tests {
                         let text = format!("{host} {path} {}", String::from_utf8_lossy(&body));
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });

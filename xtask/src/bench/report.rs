@@ -183,7 +183,11 @@ pub fn judge(
         targets.push(Target {
             what: format!("zip size, {function}"),
             target: "≤ 3 MB (3,000,000 bytes)".into(),
-            measured: format!("{} bytes zipped, {} unzipped", thousands(size.zipped_bytes), thousands(size.unzipped_bytes)),
+            measured: format!(
+                "{} bytes zipped, {} unzipped",
+                thousands(size.zipped_bytes),
+                thousands(size.unzipped_bytes)
+            ),
             met: size.zipped_bytes <= 3_000_000,
             note: if size.zipped_bytes <= 3_000_000 {
                 "release profile: opt-level z, LTO, one codegen unit, stripped, panic=abort; rustls over ring; \
@@ -200,7 +204,10 @@ pub fn judge(
         targets.push(Target {
             what: format!("cold start to first response, {}", function.function),
             target: "≤ 50 ms".into(),
-            measured: format!("p50 {:.1} ms over {} cold starts", function.cold_start.p50_ms, function.cold_start.samples),
+            measured: format!(
+                "p50 {:.1} ms over {} cold starts",
+                function.cold_start.p50_ms, function.cold_start.samples
+            ),
             met: function.cold_start.p50_ms <= 50.0,
             note: format!(
                 "process start to first response under the local Runtime API, the request itself ({}) included: \
@@ -230,7 +237,10 @@ pub fn judge(
     targets.push(Target {
         what: "rebuild with no source change".into(),
         target: "< 2 s".into(),
-        measured: format!("{:.2} s (forced through cargo-lambda: {:.2} s)", build.no_change_s, build.no_change_forced_s),
+        measured: format!(
+            "{:.2} s (forced through cargo-lambda: {:.2} s)",
+            build.no_change_s, build.no_change_forced_s
+        ),
         met: build.no_change_s < 2.0,
         note: "`cargo xtask build` hashes its inputs (sources, lock file, toolchain) and skips cargo-lambda when \
                nothing changed"
@@ -282,11 +292,19 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "| what | target | measured | met |");
     let _ = writeln!(out, "|---|---|---|---|");
     for target in &report.targets {
-        let _ = writeln!(out, "| {} | {} | {} | {} |", target.what, target.target, target.measured, if target.met { "yes" } else { "**no**" });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            target.what,
+            target.target,
+            target.measured,
+            if target.met { "yes" } else { "**no**" }
+        );
     }
     let _ = writeln!(out);
     for target in &report.targets {
-        let _ = writeln!(out, "- **{}** ({}): {}.", target.what, if target.met { "met" } else { "missed" }, target.note);
+        let _ =
+            writeln!(out, "- **{}** ({}): {}.", target.what, if target.met { "met" } else { "missed" }, target.note);
     }
 
     let d = &report.deploy;
@@ -299,7 +317,8 @@ pub fn markdown(report: &Report) -> String {
          weighing the calls made for it.\n",
         d.environment, d.delay_ms, d.parallelism
     );
-    let _ = writeln!(out, "| operation | calls | direct | delayed | critical path | ÷ critical path | serial | ÷ serial |");
+    let _ =
+        writeln!(out, "| operation | calls | direct | delayed | critical path | ÷ critical path | serial | ÷ serial |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for op in &d.operations {
         let _ = writeln!(
@@ -321,7 +340,8 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(out, "- {}: {}", op.label, list_calls(&op.calls));
     }
     if let Some(empty) = d.operations.iter().find(|op| op.of(Operation::FromEmpty)) {
-        let path: Vec<String> = empty.critical_path.path.iter().map(|(step, calls)| format!("{step} ({calls})")).collect();
+        let path: Vec<String> =
+            empty.critical_path.path.iter().map(|(step, calls)| format!("{step} ({calls})")).collect();
         let _ = writeln!(
             out,
             "\nCritical path from empty: {} calls outside steps, then {}.",
@@ -334,17 +354,31 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "| function | zipped | unzipped |");
     let _ = writeln!(out, "|---|---|---|");
     for (function, size) in &report.sizes {
-        let _ = writeln!(out, "| {function} | {} ({} B) | {} |", mib(size.zipped_bytes), thousands(size.zipped_bytes), mib(size.unzipped_bytes));
+        let _ = writeln!(
+            out,
+            "| {function} | {} ({} B) | {} |",
+            mib(size.zipped_bytes),
+            thousands(size.zipped_bytes),
+            mib(size.unzipped_bytes)
+        );
     }
 
     let _ = writeln!(out, "\n## Cold start and warm latency (local Runtime API)\n");
-    let _ = writeln!(out, "| function | request | init p50 | first response p50 (max) | warm p50 | warm p99 | warm n |");
+    let _ =
+        writeln!(out, "| function | request | init p50 | first response p50 (max) | warm p50 | warm p99 | warm n |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for f in &report.latency {
         let _ = writeln!(
             out,
             "| {} | {} | {:.1} ms | {:.1} ms ({:.1} ms) | {:.2} ms | {:.2} ms | {} |",
-            f.function, f.request, f.init.p50_ms, f.cold_start.p50_ms, f.cold_start.max_ms, f.warm.p50_ms, f.warm.p99_ms, f.warm.samples
+            f.function,
+            f.request,
+            f.init.p50_ms,
+            f.cold_start.p50_ms,
+            f.cold_start.max_ms,
+            f.warm.p50_ms,
+            f.warm.p99_ms,
+            f.warm.samples
         );
     }
 
@@ -352,7 +386,11 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "\n## Build\n");
     let full = b.full_release_s.map_or_else(|| "not measured (--skip-full-build)".to_owned(), |s| format!("{s:.1} s"));
     let _ = writeln!(out, "- full release build of both Lambdas, from clean: {full}");
-    let _ = writeln!(out, "- rebuild with no change: {:.2} s; forced through cargo-lambda: {:.2} s", b.no_change_s, b.no_change_forced_s);
+    let _ = writeln!(
+        out,
+        "- rebuild with no change: {:.2} s; forced through cargo-lambda: {:.2} s",
+        b.no_change_s, b.no_change_forced_s
+    );
 
     let _ = writeln!(out, "\n## Drift check\n");
     let _ = writeln!(
@@ -367,7 +405,12 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "\n## Local face analysis\n");
     match (&report.face_analysis, &report.face_analysis_skipped) {
         (Some(face), _) => {
-            let _ = writeln!(out, "Model load: {:.0} ms (median of {}).\n", face["model_load_ms"].as_f64().unwrap_or(f64::NAN), face["runs"]);
+            let _ = writeln!(
+                out,
+                "Model load: {:.0} ms (median of {}).\n",
+                face["model_load_ms"].as_f64().unwrap_or(f64::NAN),
+                face["runs"]
+            );
             let _ = writeln!(out, "| image | faces | decode | analysis | per image |");
             let _ = writeln!(out, "|---|---|---|---|---|");
             for image in face["images"].as_array().into_iter().flatten() {
@@ -415,7 +458,11 @@ mod tests {
             serial_ms: delayed_ms * 2.0,
             steps: 3,
             journal_writes: 4,
-            critical_path: CriticalPath { calls: path_calls, outside_steps: 2, path: vec![("role.analyze".to_owned(), path_calls - 2)] },
+            critical_path: CriticalPath {
+                calls: path_calls,
+                outside_steps: 2,
+                path: vec![("role.analyze".to_owned(), path_calls - 2)],
+            },
             ratio_to_critical_path: delayed_ms / (path_calls * 50) as f64,
             ratio_to_serial: 0.5,
         }
@@ -455,7 +502,10 @@ mod tests {
             drift: DriftReport {
                 wall_ms: 80.0,
                 total_calls: 3,
-                calls: BTreeMap::from([("Lambda".to_owned(), BTreeMap::from([("GetFunction".to_owned(), 2)])), ("S3".to_owned(), BTreeMap::from([("GetObject".to_owned(), 1)]))]),
+                calls: BTreeMap::from([
+                    ("Lambda".to_owned(), BTreeMap::from([("GetFunction".to_owned(), 2)])),
+                    ("S3".to_owned(), BTreeMap::from([("GetObject".to_owned(), 1)])),
+                ]),
             },
             face_analysis: None,
             face_analysis_skipped: Some("no npm".into()),

@@ -94,9 +94,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let delay_ms = u64::try_from(args.delay.as_millis()).unwrap_or(u64::MAX);
     let mut operations = Vec::new();
     for ((direct, delayed), serial) in direct.iter().zip(&delayed).zip(&serial) {
-        let critical_path = deploy::critical_path(&dependencies, &delayed.trace, direct.operation == Operation::Destroy)?;
+        let critical_path =
+            deploy::critical_path(&dependencies, &delayed.trace, direct.operation == Operation::Destroy)?;
         let delayed_ms = millis(delayed.wall);
-        let steps = direct.trace.iter().filter_map(|call| call.step.as_deref()).collect::<std::collections::BTreeSet<_>>().len();
+        let steps = direct
+            .trace
+            .iter()
+            .filter_map(|call| call.step.as_deref())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         operations.push(OperationReport {
             operation: direct.operation,
             label: direct.operation.label().to_owned(),
@@ -147,7 +153,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
 
     let targets = report::judge(&deploy, &sizes, &latency, &build);
-    let drift = DriftReport { wall_ms: millis(drift.wall), total_calls: crate::calls::total(&drift.calls), calls: drift.calls };
+    let drift =
+        DriftReport { wall_ms: millis(drift.wall), total_calls: crate::calls::total(&drift.calls), calls: drift.calls };
     let report = Report {
         date: crate::state::lock::now_rfc3339(),
         machine: machine()?,
@@ -165,7 +172,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let markdown = report::markdown(&report);
     workspace::write_atomic(&out.join("report.md"), markdown.as_bytes())?;
     println!("\n{markdown}");
-    println!("Wrote {} and {}", workspace::relative(&root, &out.join("report.json")), workspace::relative(&root, &out.join("report.md")));
+    println!(
+        "Wrote {} and {}",
+        workspace::relative(&root, &out.join("report.json")),
+        workspace::relative(&root, &out.join("report.md"))
+    );
     Ok(())
 }
 
@@ -182,7 +193,12 @@ async fn sequence(workload: &Workload, endpoint: &str, parallelism: usize) -> Re
     Ok(runs)
 }
 
-async fn sequence_step(workload: &Workload, endpoint: &str, parallelism: usize, operation: Operation) -> Result<OperationRun> {
+async fn sequence_step(
+    workload: &Workload,
+    endpoint: &str,
+    parallelism: usize,
+    operation: Operation,
+) -> Result<OperationRun> {
     tokio::task::block_in_place(|| deploy::run(workload, operation, endpoint, parallelism))
 }
 
@@ -199,7 +215,9 @@ fn build_times(root: &Path, skip_full: bool) -> Result<BuildTimes> {
         None
     } else {
         process::run(
-            Command::new("cargo").args(["clean", "--release", "--target", Arch::X86_64.rust_target()]).current_dir(root),
+            Command::new("cargo")
+                .args(["clean", "--release", "--target", Arch::X86_64.rust_target()])
+                .current_dir(root),
         )?;
         Some(time(&["build", "--force"])?)
     };
@@ -213,7 +231,18 @@ fn build_times(root: &Path, skip_full: bool) -> Result<BuildTimes> {
 fn face_benchmark(root: &Path, models: &Path) -> Result<serde_json::Value> {
     let output = process::capture(
         Command::new("cargo")
-            .args(["run", "--quiet", "--locked", "--package", "local-rekognition", "--example", "bench", "--", "--json", "--models"])
+            .args([
+                "run",
+                "--quiet",
+                "--locked",
+                "--package",
+                "local-rekognition",
+                "--example",
+                "bench",
+                "--",
+                "--json",
+                "--models",
+            ])
             .arg(models)
             .current_dir(root),
     )?;
@@ -224,7 +253,11 @@ fn machine() -> Result<Machine> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
-        .find_map(|line| line.strip_prefix("model name").and_then(|rest| rest.split_once(':')).map(|(_, name)| name.trim().to_owned()))
+        .find_map(|line| {
+            line.strip_prefix("model name")
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kib: f64 = meminfo

@@ -31,14 +31,10 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let rustc_version = process::capture(Command::new("rustc").arg("-V").current_dir(&root))
         .context("could not ask rustc for its version")?;
     let fingerprint = fingerprint::compute(&root, &rustc_version)?;
-    let installed =
-        arch::installed_targets().context("could not list the installed Rust targets")?;
+    let installed = arch::installed_targets().context("could not list the installed Rust targets")?;
     let (arches, missing) = arch::partition(&installed);
     if arches.is_empty() {
-        bail!(
-            "no Lambda target is installed; run `rustup target add {}`",
-            Arch::X86_64.rust_target()
-        );
+        bail!("no Lambda target is installed; run `rustup target add {}`", Arch::X86_64.rust_target());
     }
 
     if !args.force {
@@ -50,11 +46,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         }
     }
 
-    let building = arches
-        .iter()
-        .map(|a| a.lambda_name())
-        .collect::<Vec<_>>()
-        .join(" and ");
+    let building = arches.iter().map(|a| a.lambda_name()).collect::<Vec<_>>().join(" and ");
     for arch in &missing {
         let target = arch.rust_target();
         println!("{arch}: target {target} is not installed (rustup target add {target}); building {building} only");
@@ -72,23 +64,14 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         // next arch's build overwrites it.
         for function in FUNCTIONS {
             let bootstrap = bootstrap_path(&root, function.name);
-            let zip = lambda_dir
-                .join(arch.lambda_name())
-                .join(format!("{}.zip", function.name));
+            let zip = lambda_dir.join(arch.lambda_name()).join(format!("{}.zip", function.name));
             let artifact = artifact::package(&root, arch, &bootstrap, &zip)?;
-            functions
-                .entry(function.name.to_string())
-                .or_default()
-                .insert(arch, artifact);
+            functions.entry(function.name.to_string()).or_default().insert(arch, artifact);
         }
         println!("build: {arch} built in {:.0?}", arch_started.elapsed());
     }
 
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        fingerprint,
-        functions,
-    };
+    let manifest = Manifest { format_version: FORMAT_VERSION, fingerprint, functions };
     manifest.save(&root)?;
     println!(
         "build: wrote {} (fingerprint {}) in {:.0?}",
@@ -115,19 +98,9 @@ fn up_to_date(root: &Path, fingerprint: &str, arches: &[Arch]) -> Option<Manifes
     let wanted_arches: BTreeSet<Arch> = arches.iter().copied().collect();
     let fresh = manifest.format_version == FORMAT_VERSION
         && manifest.fingerprint == fingerprint
-        && manifest
-            .functions
-            .keys()
-            .map(String::as_str)
-            .collect::<BTreeSet<_>>()
-            == wanted_functions
-        && manifest
-            .functions
-            .values()
-            .all(|by_arch| by_arch.keys().copied().collect::<BTreeSet<_>>() == wanted_arches)
-        && manifest
-            .artifacts()
-            .all(|(_, _, a)| artifact::matches_digest(&root.join(&a.zip_path), &a.sha256_hex));
+        && manifest.functions.keys().map(String::as_str).collect::<BTreeSet<_>>() == wanted_functions
+        && manifest.functions.values().all(|by_arch| by_arch.keys().copied().collect::<BTreeSet<_>>() == wanted_arches)
+        && manifest.artifacts().all(|(_, _, a)| artifact::matches_digest(&root.join(&a.zip_path), &a.sha256_hex));
     fresh.then_some(manifest)
 }
 
@@ -140,16 +113,10 @@ fn up_to_date(root: &Path, fingerprint: &str, arches: &[Arch]) -> Option<Manifes
 /// because the workspace's release profile sets strip, lto, codegen-units and panic itself.)
 fn rustflags(root: &Path) -> Result<String> {
     let cargo_home = workspace::cargo_home().context("could not locate CARGO_HOME")?;
-    let flags = format!(
-        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/build",
-        cargo_home.display(),
-        root.display()
-    );
+    let flags =
+        format!("--remap-path-prefix={}=/cargo --remap-path-prefix={}=/build", cargo_home.display(), root.display());
     // RUSTFLAGS is split on whitespace.
-    if [&cargo_home, root]
-        .iter()
-        .any(|p| p.to_string_lossy().contains(char::is_whitespace))
-    {
+    if [&cargo_home, root].iter().any(|p| p.to_string_lossy().contains(char::is_whitespace)) {
         bail!("cannot remap paths containing whitespace in RUSTFLAGS: {flags}");
     }
     Ok(flags)
@@ -158,22 +125,12 @@ fn rustflags(root: &Path) -> Result<String> {
 /// One release build of every function for `arch`. Never any other profile.
 fn cargo_lambda_build(venv: &Venv, root: &Path, arch: Arch, rustflags: &str) -> Result<()> {
     let mut cmd = Command::new(venv.bin("cargo-lambda"));
-    cmd.args([
-        "lambda",
-        "build",
-        "--release",
-        "--locked",
-        "--target",
-        arch.rust_target(),
-    ]);
+    cmd.args(["lambda", "build", "--release", "--locked", "--target", arch.rust_target()]);
     for function in FUNCTIONS {
         cmd.args(["--package", function.name]);
     }
     cmd.current_dir(root)
-        .env(
-            "PATH",
-            venv.path_env().context("venv path is not usable in PATH")?,
-        )
+        .env("PATH", venv.path_env().context("venv path is not usable in PATH")?)
         .env("RUSTFLAGS", rustflags)
         .env("CARGO_TARGET_DIR", root.join("target"))
         // Either would silently change what gets built.
@@ -227,8 +184,5 @@ fn print_summary(manifest: &Manifest) {
 
 /// Where cargo-lambda leaves the bootstrap of `function`.
 fn bootstrap_path(root: &Path, function: &str) -> PathBuf {
-    root.join("target")
-        .join("lambda")
-        .join(function)
-        .join("bootstrap")
+    root.join("target").join("lambda").join(function).join("bootstrap")
 }

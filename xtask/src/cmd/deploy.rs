@@ -108,7 +108,16 @@ pub fn run(args: &DeployArgs) -> Result<()> {
             warning: None,
         };
         let provider = session.provider(Some(&manifest));
-        rollout::apply_and_record(&session, &account_id, Desired::Stack(desired), provider, &options, record, state.is_none()).await?;
+        rollout::apply_and_record(
+            &session,
+            &account_id,
+            Desired::Stack(desired),
+            provider,
+            &options,
+            record,
+            state.is_none(),
+        )
+        .await?;
         Ok(())
     })
 }

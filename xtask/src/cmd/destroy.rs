@@ -34,7 +34,11 @@ pub fn run(args: &DestroyArgs) -> Result<()> {
     super::runtime()?.block_on(async {
         let session = Session::open(&args.env.name).await?;
         let Some(state) = session.read_state().await? else {
-            println!("Nothing to destroy: environment `{}` has no state at {}.", args.env.name, session.state_location());
+            println!(
+                "Nothing to destroy: environment `{}` has no state at {}.",
+                args.env.name,
+                session.state_location()
+            );
             return Ok(());
         };
         // Refuse before taking the lock when protect forbids it.

@@ -83,4 +83,3 @@ fn row(deployment: &Deployment) -> [String; 6] {
         smoke,
     ]
 }
-

@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::env_arg::EnvArg;
 use crate::engine::resource::ResourceId;
 use crate::functions::FUNCTIONS;
-use crate::session::Session;
 use crate::local::cloud::{LocalConfig, Overrides};
+use crate::session::Session;
 use crate::state::StateFile;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -52,7 +52,10 @@ impl Outputs {
             .filter_map(|function| {
                 let id = format!("function.{}", function.name);
                 let name = output(state, &id, "name")?;
-                Some((function.name.to_owned(), FunctionOutput { name, code_sha256: output(state, &id, "code_sha256") }))
+                Some((
+                    function.name.to_owned(),
+                    FunctionOutput { name, code_sha256: output(state, &id, "code_sha256") },
+                ))
             })
             .collect();
         Self {
@@ -70,7 +73,12 @@ impl std::fmt::Display for Outputs {
         writeln!(f, "api_url = {}", self.api_url.clone().unwrap_or_else(none))?;
         writeln!(f, "bucket  = {}", self.bucket.clone().unwrap_or_else(none))?;
         for (function, output) in &self.functions {
-            writeln!(f, "function.{function} = {} (code {})", output.name, output.code_sha256.clone().unwrap_or_else(none))?;
+            writeln!(
+                f,
+                "function.{function} = {} (code {})",
+                output.name,
+                output.code_sha256.clone().unwrap_or_else(none)
+            )?;
         }
         Ok(())
     }
@@ -110,7 +118,9 @@ pub fn run(args: &OutputsArgs) -> Result<()> {
         let state = session
             .read_state()
             .await?
-            .with_context(|| format!("environment `{}` has never been deployed ({})", args.env.name, session.state_location()))?
+            .with_context(|| {
+                format!("environment `{}` has never been deployed ({})", args.env.name, session.state_location())
+            })?
             .value;
         let mut outputs = Outputs::from_state(&args.env.name, &state);
         if let Ok(url) = api_url(&session, &state) {

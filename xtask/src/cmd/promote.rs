@@ -119,7 +119,11 @@ async fn promote(args: &PromoteArgs, from: &str) -> Result<()> {
         refresh: false,
     };
     let record = Record {
-        origin: Origin::Promote { from_env: from.to_owned(), from_deployment: deployment.id, forced: warning.is_some() },
+        origin: Origin::Promote {
+            from_env: from.to_owned(),
+            from_deployment: deployment.id,
+            forced: warning.is_some(),
+        },
         git: deployment.git.clone(),
         functions: None,
         config_digest: rollout::config_digest(&target.env)?,
@@ -196,7 +200,11 @@ fn manifest_of(target: &Session, releases: &BTreeMap<String, Release>, from: &st
         };
         functions.insert(function.clone(), BTreeMap::from([(release.architecture, artifact)]));
     }
-    Ok(Manifest { format_version: crate::manifest::FORMAT_VERSION, fingerprint: format!("promoted from {from}"), functions })
+    Ok(Manifest {
+        format_version: crate::manifest::FORMAT_VERSION,
+        fingerprint: format!("promoted from {from}"),
+        functions,
+    })
 }
 
 /// Makes sure the target's artifact store holds every promoted zip: each must be in the
@@ -275,7 +283,10 @@ async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<
             if missing {
                 Ok(None)
             } else {
-                Err(anyhow::anyhow!("S3 GetObject s3://{bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(error)))
+                Err(anyhow::anyhow!(
+                    "S3 GetObject s3://{bucket}/{key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(error)
+                ))
             }
         }
     }

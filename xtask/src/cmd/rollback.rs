@@ -65,7 +65,10 @@ pub async fn roll_back(
     options: &ApplyOptions,
 ) -> Result<Outcome> {
     let current = history.require_current()?;
-    println!("Rolling `{}` back from deployment #{} to #{} ({}):", session.env.name, current.id, target.id, target.time);
+    println!(
+        "Rolling `{}` back from deployment #{} to #{} ({}):",
+        session.env.name, current.id, target.id, target.time
+    );
     for (function, release) in &target.functions {
         let from = current.functions.get(function).map_or("-".to_owned(), |live| format!("version {}", live.version));
         println!("  {function:<12} {from} -> version {} (code {})", release.version, release.code_sha256);

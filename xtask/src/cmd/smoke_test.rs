@@ -80,7 +80,8 @@ pub fn run(args: &SmokeTestArgs) -> Result<()> {
 /// error.
 pub async fn test_and_record(session: &Session) -> Result<SmokeTest> {
     let env = &session.env.name;
-    let state = session.read_state().await?.with_context(|| format!("environment `{env}` has never been deployed"))?.value;
+    let state =
+        session.read_state().await?.with_context(|| format!("environment `{env}` has never been deployed"))?.value;
     let url = api_url(session, &state)?;
     // The code that serves: the current deployment's (after a rollback, not `$LATEST`).
     let artifacts = match History::from_state(env, &state)?.current() {
@@ -92,7 +93,8 @@ pub async fn test_and_record(session: &Session) -> Result<SmokeTest> {
             .collect(),
     };
     let steps = flow(&url).await;
-    let result = SmokeTest { time: now_rfc3339(), passed: steps.iter().all(|s| s.passed), api_url: url, artifacts, steps };
+    let result =
+        SmokeTest { time: now_rfc3339(), passed: steps.iter().all(|s| s.passed), api_url: url, artifacts, steps };
     record(session, &result).await?;
     Ok(result)
 }
@@ -107,7 +109,8 @@ pub fn print_result(env: &str, result: &SmokeTest) {
 
 /// Appends the result to the environment's record, under the lock.
 async fn record(session: &Session, result: &SmokeTest) -> Result<()> {
-    let lock = Lock::acquire(session.store.clone(), &LockOptions::new("smoke-test").timeout(Duration::from_secs(60))).await?;
+    let lock =
+        Lock::acquire(session.store.clone(), &LockOptions::new("smoke-test").timeout(Duration::from_secs(60))).await?;
     let written = async {
         let mut writer = StateWriter::open(session.store.clone()).await?;
         let mut results: Vec<Value> = match writer.state().records.get(RECORD) {
@@ -166,7 +169,12 @@ async fn flow(url: &str) -> Vec<StepResult> {
         let bytes = match std::fs::read(photos.join(photo)) {
             Ok(bytes) => bytes,
             Err(error) => {
-                steps.push(StepResult { name: format!("read {photo}"), passed: false, latency_ms: 0, detail: error.to_string() });
+                steps.push(StepResult {
+                    name: format!("read {photo}"),
+                    passed: false,
+                    latency_ms: 0,
+                    detail: error.to_string(),
+                });
                 return steps;
             }
         };
@@ -174,7 +182,8 @@ async fn flow(url: &str) -> Vec<StepResult> {
         if put.is_none() {
             return steps;
         }
-        let analysis = step(&mut steps, &format!("POST /analyze ({photo})"), analyze(&client, url, &file_key, expect_faces)).await;
+        let analysis =
+            step(&mut steps, &format!("POST /analyze ({photo})"), analyze(&client, url, &file_key, expect_faces)).await;
         if analysis.is_none() {
             return steps;
         }
@@ -184,7 +193,11 @@ async fn flow(url: &str) -> Vec<StepResult> {
 }
 
 /// Times `work`, records its result, and passes its value on.
-async fn step<T>(steps: &mut Vec<StepResult>, name: &str, work: impl std::future::Future<Output = Result<(T, String)>>) -> Option<T> {
+async fn step<T>(
+    steps: &mut Vec<StepResult>,
+    name: &str,
+    work: impl std::future::Future<Output = Result<(T, String)>>,
+) -> Option<T> {
     let start = Instant::now();
     let result = work.await;
     let latency_ms = start.elapsed().as_millis() as u64;
@@ -245,10 +258,16 @@ async fn put_photo(client: &reqwest::Client, upload_url: &str, bytes: Vec<u8>) -
 }
 
 async fn analyze(client: &reqwest::Client, url: &str, file_key: &str, expect_faces: u64) -> Result<((), String)> {
-    let response = client.post(format!("{url}/analyze")).json(&json!({ "fileKey": file_key })).send().await.context("POST /analyze")?;
+    let response = client
+        .post(format!("{url}/analyze"))
+        .json(&json!({ "fileKey": file_key }))
+        .send()
+        .await
+        .context("POST /analyze")?;
     let body = json_response(response, "POST /analyze", 200).await?;
     let faces = body["faces"].as_array().ok_or_else(|| anyhow!("POST /analyze: `faces` is not an array in {body}"))?;
-    let detected = body["facesDetected"].as_u64().ok_or_else(|| anyhow!("POST /analyze: `facesDetected` is missing in {body}"))?;
+    let detected =
+        body["facesDetected"].as_u64().ok_or_else(|| anyhow!("POST /analyze: `facesDetected` is missing in {body}"))?;
     if detected != faces.len() as u64 || detected != expect_faces {
         bail!("POST /analyze found {detected} face(s), expected {expect_faces}: {body}");
     }
@@ -273,7 +292,9 @@ fn check_face(face: &Value) -> Result<()> {
     }
     let emotions = face["emotions"].as_array().context("emotions")?;
     let confidences: Vec<f64> = emotions.iter().map(|e| e["confidence"].as_f64().unwrap_or(-1.0)).collect();
-    if emotions.iter().any(|e| e["emotion"].as_str().is_none()) || confidences.iter().any(|c| !(0.0..=100.0).contains(c)) {
+    if emotions.iter().any(|e| e["emotion"].as_str().is_none())
+        || confidences.iter().any(|c| !(0.0..=100.0).contains(c))
+    {
         bail!("emotions must be {{emotion, confidence 0-100}}");
     }
     if confidences.windows(2).any(|pair| pair[0] < pair[1]) {

@@ -23,19 +23,27 @@ use super::graph::{CycleError, Dag};
 use super::plan::{Action, Plan, Step};
 use super::provider::{Created, Provider};
 use super::resource::{resolve, Inputs, Kind, Reference, Resolved, Resource, ResourceId};
-use crate::state::{Operation, Pending, ResourceState, StateStore, StoreError};
 use crate::state::journal::{Change, Journal, Ticket};
 use crate::state::writer::StateWriter;
+use crate::state::{Operation, Pending, ResourceState, StateStore, StoreError};
 
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Applied. The action is what was actually done: an update whose unknown values turned
     /// out unchanged is a no-op.
-    Done { action: Action, elapsed: Duration },
-    Failed { error: String, elapsed: Duration },
+    Done {
+        action: Action,
+        elapsed: Duration,
+    },
+    Failed {
+        error: String,
+        elapsed: Duration,
+    },
     /// Not started because a step it depends on failed or was skipped.
-    Skipped { because: ResourceId },
+    Skipped {
+        because: ResourceId,
+    },
     /// Not started because the run stopped (a failure elsewhere, or cancellation).
     NotStarted,
 }
@@ -92,7 +100,11 @@ impl Report {
             *counts.entry(key).or_default() += 1;
         }
         let order = ["added", "changed", "replaced", "destroyed", "failed", "skipped", "not started"];
-        order.iter().map(|key| format!("{} {key}", counts.get(key).copied().unwrap_or(0))).collect::<Vec<_>>().join(", ")
+        order
+            .iter()
+            .map(|key| format!("{} {key}", counts.get(key).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -155,7 +167,8 @@ pub async fn apply<P: Provider, S: StateStore>(
         execution_graph(plan, &resources, &state.state().resources)?
     };
 
-    let mut waiting: BTreeMap<ResourceId, usize> = dag.ids().map(|id| (id.clone(), dag.dependencies(id).len())).collect();
+    let mut waiting: BTreeMap<ResourceId, usize> =
+        dag.ids().map(|id| (id.clone(), dag.dependencies(id).len())).collect();
     let mut ready: BTreeSet<ResourceId> = waiting.iter().filter(|(_, n)| **n == 0).map(|(id, _)| id.clone()).collect();
     let mut outcomes: BTreeMap<ResourceId, Outcome> = BTreeMap::new();
     let mut finished = Vec::new();
@@ -333,11 +346,25 @@ impl From<StoreError> for StepError {
 /// A step whose pending entry is queued: what its cloud work needs.
 enum Begun {
     NoOp,
-    Create { inputs: Inputs, saved: Ticket },
-    Update { current: ResourceState, inputs: Inputs, changed: Vec<String>, saved: Ticket },
-    Delete { id: ResourceId, current: ResourceState, saved: Ticket },
+    Create {
+        inputs: Inputs,
+        saved: Ticket,
+    },
+    Update {
+        current: ResourceState,
+        inputs: Inputs,
+        changed: Vec<String>,
+        saved: Ticket,
+    },
+    Delete {
+        id: ResourceId,
+        current: ResourceState,
+        saved: Ticket,
+    },
     /// Delete (its pending entry queued), then create.
-    Replace { current: Option<(ResourceState, Ticket)> },
+    Replace {
+        current: Option<(ResourceState, Ticket)>,
+    },
 }
 
 /// Queues a step's pending entry (synchronously, in the scheduler); see [`finish`].
@@ -361,7 +388,8 @@ fn begin<S: StateStore>(step: &Step, resource: Option<&Resource>, journal: &Jour
             if changed.is_empty() && current.name == resource.name {
                 return Ok(Begun::NoOp);
             }
-            let pending = pending(Operation::Update, resource.kind, &resource.name, inputs.clone(), resource.dependencies());
+            let pending =
+                pending(Operation::Update, resource.kind, &resource.name, inputs.clone(), resource.dependencies());
             let saved = journal.enqueue(Change::Begin(resource.id.clone(), pending));
             Ok(Begun::Update { current, inputs, changed, saved })
         }
@@ -444,8 +472,10 @@ async fn create<P: Provider, S: StateStore>(
     provider: &P,
     journal: &Journal<S>,
 ) -> Result<Ticket, StepError> {
-    let created =
-        provider.create(resource.kind, &resource.name, &inputs).await.map_err(|e| StepError::Provider(e.to_string()))?;
+    let created = provider
+        .create(resource.kind, &resource.name, &inputs)
+        .await
+        .map_err(|e| StepError::Provider(e.to_string()))?;
     let recorded = ResourceState {
         kind: resource.kind,
         name: resource.name.clone(),
@@ -460,7 +490,8 @@ async fn create<P: Provider, S: StateStore>(
 /// The resource's inputs with every reference resolved against the recorded outputs. The
 /// graph guarantees the referenced resources have been applied.
 fn resolve_inputs(resource: &Resource, state: &crate::state::StateFile) -> Result<Inputs, StepError> {
-    let lookup = |reference: &Reference| state.resources.get(&reference.resource)?.outputs.get(&reference.output).cloned();
+    let lookup =
+        |reference: &Reference| state.resources.get(&reference.resource)?.outputs.get(&reference.output).cloned();
     let mut inputs = Inputs::new();
     for (key, value) in &resource.inputs {
         match resolve(value, &lookup) {
@@ -513,7 +544,8 @@ pub async fn refresh<P: Provider, S: StateStore>(
     };
     let mut found = Vec::with_capacity(recorded.len());
     for (id, resource) in recorded {
-        let lookup = provider.find(resource.kind, &resource.name, &resource.inputs).await.map_err(|e| failed(&id, e))?;
+        let lookup =
+            provider.find(resource.kind, &resource.name, &resource.inputs).await.map_err(|e| failed(&id, e))?;
         let live = match &lookup {
             Some(_) => provider.read(&resource).await.map_err(|e| failed(&id, e))?,
             None => None,
@@ -585,14 +617,13 @@ pub async fn recover<P: Provider, S: StateStore>(
         writer.state().pending.iter().map(|(id, pending)| (id.clone(), pending.clone())).collect();
     let mut recovered = Vec::new();
     for (id, pending) in pending {
-        let found = provider
-            .find(pending.kind, &pending.name, &pending.inputs)
-            .await
-            .map_err(|error| ApplyError::State(StoreError::Backend {
+        let found = provider.find(pending.kind, &pending.name, &pending.inputs).await.map_err(|error| {
+            ApplyError::State(StoreError::Backend {
                 location: id.to_string(),
                 operation: "recovering a pending operation",
                 message: error.to_string(),
-            }))?;
+            })
+        })?;
         let recorded = writer.state().resources.get(&id).cloned();
         match (pending.operation, found, recorded) {
             (Operation::Create, Some(Created { physical_id, outputs }), _) => {

@@ -130,9 +130,16 @@ impl Provider for FakeCloud {
         Ok(Created { physical_id, outputs })
     }
 
-    async fn update(&self, current: &ResourceState, inputs: &Inputs, changed: &[String]) -> Result<Outputs, ProviderError> {
+    async fn update(
+        &self,
+        current: &ResourceState,
+        inputs: &Inputs,
+        changed: &[String],
+    ) -> Result<Outputs, ProviderError> {
         let (kind, name) = (current.kind, current.name.as_str());
-        self.enter(Call::Update(name.to_owned(), changed.to_vec())).await.map_err(|m| error(kind, name, "Update", m))?;
+        self.enter(Call::Update(name.to_owned(), changed.to_vec()))
+            .await
+            .map_err(|m| error(kind, name, "Update", m))?;
         let mut resources = self.resources.lock().unwrap();
         let Some((_, outputs)) = resources.get_mut(name) else {
             return Err(error(kind, name, "Update", "does not exist".to_owned()));

@@ -178,7 +178,8 @@ mod tests {
 
     #[test]
     fn a_cycle_is_reported_by_name() {
-        let error = topological_order([node("a", &["c"]), node("b", &["a"]), node("c", &["b"]), node("d", &[])]).unwrap_err();
+        let error =
+            topological_order([node("a", &["c"]), node("b", &["a"]), node("c", &["b"]), node("d", &[])]).unwrap_err();
         assert_eq!(error.to_string(), "dependency cycle: a -> c -> b -> a");
     }
 

@@ -142,7 +142,8 @@ pub fn plan(desired: &[Resource], state: &StateFile, rules: impl Rules, protect:
             }
         }
     }
-    let order = graph::topological_order(desired.iter().map(|resource| (resource.id.clone(), resource.dependencies())))?;
+    let order =
+        graph::topological_order(desired.iter().map(|resource| (resource.id.clone(), resource.dependencies())))?;
 
     // Actions decided so far, so that a dependent of a created or replaced resource sees
     // its outputs as unknown.
@@ -152,7 +153,12 @@ pub fn plan(desired: &[Resource], state: &StateFile, rules: impl Rules, protect:
         let resource = by_id[id];
         let step = plan_resource(resource, state, &actions, &rules);
         if protect && step.action == Action::Replace && resource.kind.holds_data() {
-            return Err(PlanError::Protected { id: id.clone(), kind: resource.kind, name: resource.name.clone(), verb: "replace" });
+            return Err(PlanError::Protected {
+                id: id.clone(),
+                kind: resource.kind,
+                name: resource.name.clone(),
+                verb: "replace",
+            });
         }
         actions.insert(id.clone(), step.action);
         steps.push(step);
@@ -178,7 +184,12 @@ pub fn plan(desired: &[Resource], state: &StateFile, rules: impl Rules, protect:
         let changes = recorded
             .inputs
             .iter()
-            .map(|(property, old)| Change { property: property.clone(), old: Some(old.clone()), new: None, forces_replacement: false })
+            .map(|(property, old)| Change {
+                property: property.clone(),
+                old: Some(old.clone()),
+                new: None,
+                forces_replacement: false,
+            })
             .collect();
         steps.push(Step { id, kind: recorded.kind, name: recorded.name.clone(), action: Action::Delete, changes });
     }
@@ -200,13 +211,21 @@ fn plan_resource(
         let recorded = state.resources.get(&reference.resource)?;
         match actions.get(&reference.resource) {
             Some(Action::NoOp) => recorded.outputs.get(&reference.output).cloned(),
-            Some(Action::Update) if !rules.outputs_changed_by_update(recorded.kind).contains(&reference.output.as_str()) => {
+            Some(Action::Update)
+                if !rules.outputs_changed_by_update(recorded.kind).contains(&reference.output.as_str()) =>
+            {
                 recorded.outputs.get(&reference.output).cloned()
             }
             _ => None,
         }
     };
-    let step = |action, changes| Step { id: resource.id.clone(), kind: resource.kind, name: resource.name.clone(), action, changes };
+    let step = |action, changes| Step {
+        id: resource.id.clone(),
+        kind: resource.kind,
+        name: resource.name.clone(),
+        action,
+        changes,
+    };
 
     let Some(recorded) = state.resources.get(&resource.id).filter(|recorded| recorded.kind == resource.kind) else {
         let changes = resource

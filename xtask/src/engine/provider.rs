@@ -36,7 +36,12 @@ pub enum ProviderError {
 /// which input changes force a replacement.
 pub trait Provider: Send + Sync + 'static {
     /// Creates the resource named `name` with fully resolved `inputs`.
-    fn create(&self, kind: Kind, name: &str, inputs: &Inputs) -> impl Future<Output = Result<Created, ProviderError>> + Send;
+    fn create(
+        &self,
+        kind: Kind,
+        name: &str,
+        inputs: &Inputs,
+    ) -> impl Future<Output = Result<Created, ProviderError>> + Send;
 
     /// Brings an existing resource to `inputs`. `changed` lists the input keys that differ
     /// from `current.inputs`, so the provider only makes the calls those need.
@@ -52,7 +57,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Looks a resource up by its deterministic name (and, where names are not unique, the
     /// inputs that identify it), to resolve an operation a crash left pending.
-    fn find(&self, kind: Kind, name: &str, inputs: &Inputs) -> impl Future<Output = Result<Option<Created>, ProviderError>> + Send;
+    fn find(
+        &self,
+        kind: Kind,
+        name: &str,
+        inputs: &Inputs,
+    ) -> impl Future<Output = Result<Option<Created>, ProviderError>> + Send;
 
     /// Reads what the cloud holds for a recorded resource, shaped like its inputs (the keys
     /// the provider can read back); `None` when it no longer exists.

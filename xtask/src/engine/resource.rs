@@ -218,7 +218,9 @@ pub fn resolve(value: &Value, lookup: &impl Fn(&Reference) -> Option<Value>) -> 
 fn resolve_value(value: &Value, lookup: &impl Fn(&Reference) -> Option<Value>) -> Option<Value> {
     Some(match value {
         Value::String(text) => Value::String(resolve_text(text, lookup)?),
-        Value::Array(items) => Value::Array(items.iter().map(|item| resolve_value(item, lookup)).collect::<Option<_>>()?),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|item| resolve_value(item, lookup)).collect::<Option<_>>()?)
+        }
         Value::Object(map) => Value::Object(
             map.iter().map(|(key, item)| Some((key.clone(), resolve_value(item, lookup)?))).collect::<Option<_>>()?,
         ),

@@ -108,6 +108,9 @@ fn the_record_names_the_kind_of_each_deployment() {
 
 #[test]
 fn config_digests_ignore_key_order() {
-    assert_eq!(config_digest(&json!({"a": 1, "b": {"c": 2, "d": 3}})), config_digest(&json!({"b": {"d": 3, "c": 2}, "a": 1})));
+    assert_eq!(
+        config_digest(&json!({"a": 1, "b": {"c": 2, "d": 3}})),
+        config_digest(&json!({"b": {"d": 3, "c": 2}, "a": 1}))
+    );
     assert_ne!(config_digest(&json!({"a": 1})), config_digest(&json!({"a": 2})));
 }

@@ -520,7 +520,10 @@ impl DataPlane {
             Ok(function) => function,
             Err(error) => {
                 tracing::error!("cannot resolve {}: {error:#}", function.name);
-                return (internal_server_error(), format!("{} {route_key} -> {} (alias unavailable)", api.id, function.name));
+                return (
+                    internal_server_error(),
+                    format!("{} {route_key} -> {} (alias unavailable)", api.id, function.name),
+                );
             }
         };
         let function = &function;

@@ -415,7 +415,8 @@ impl ControlPlane {
         qualified.dedup();
         for (region, name, qualifier) in qualified {
             let Some(clients) = self.regions.iter().find(|clients| clients.region == region) else { continue };
-            let found = clients.lambda.get_function_configuration().function_name(&name).qualifier(&qualifier).send().await;
+            let found =
+                clients.lambda.get_function_configuration().function_name(&name).qualifier(&qualifier).send().await;
             match found {
                 Ok(configuration) => {
                     if let Some(function) = function_of(&configuration, &region, Some(qualifier)) {
@@ -423,7 +424,9 @@ impl ControlPlane {
                     }
                 }
                 Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {}
-                Err(error) => return Err(sdk_error(&format!("Lambda GetFunctionConfiguration {name}:{qualifier}"), error)),
+                Err(error) => {
+                    return Err(sdk_error(&format!("Lambda GetFunctionConfiguration {name}:{qualifier}"), error))
+                }
             }
         }
         snapshot.apis.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
@@ -461,7 +464,9 @@ impl ControlPlane {
             .qualifier(qualifier)
             .send()
             .await
-            .map_err(|error| sdk_error(&format!("Lambda GetFunctionConfiguration {}:{qualifier}", function.name), error))?;
+            .map_err(|error| {
+                sdk_error(&format!("Lambda GetFunctionConfiguration {}:{qualifier}", function.name), error)
+            })?;
         function_of(&configuration, &function.region, function.qualifier.clone())
             .with_context(|| format!("GetFunctionConfiguration {}:{qualifier} returned no name or ARN", function.name))
     }
@@ -610,7 +615,9 @@ async fn list_functions(clients: &RegionClients) -> Result<Vec<Function>> {
             .send()
             .await
             .map_err(|error| sdk_error(&format!("Lambda ListFunctions ({})", clients.region), error))?;
-        functions.extend(page.functions().iter().filter_map(|configuration| function_of(configuration, &clients.region, None)));
+        functions.extend(
+            page.functions().iter().filter_map(|configuration| function_of(configuration, &clients.region, None)),
+        );
         match page.next_marker() {
             Some(next) if !next.is_empty() => marker = Some(next.to_owned()),
             _ => return Ok(functions),
@@ -620,7 +627,11 @@ async fn list_functions(clients: &RegionClients) -> Result<Vec<Function>> {
 
 /// What the data plane needs of a function's configuration (as ListFunctions and
 /// GetFunctionConfiguration report it); `None` without a name or ARN.
-fn function_of<C: FunctionConfigurationView>(configuration: &C, region: &str, qualifier: Option<String>) -> Option<Function> {
+fn function_of<C: FunctionConfigurationView>(
+    configuration: &C,
+    region: &str,
+    qualifier: Option<String>,
+) -> Option<Function> {
     let (name, arn) = (configuration.name()?, configuration.arn()?);
     Some(Function {
         name: name.to_owned(),

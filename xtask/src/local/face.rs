@@ -64,7 +64,13 @@ fn start(config: &LocalConfig) -> Result<ProcessStatus> {
     let pid_file = state.face_pid();
     match pid_file.liveness()? {
         Liveness::Running(recorded) => {
-            return Ok(status(state, Some(recorded.pid), recorded.address().to_owned(), true, "already running".to_owned()));
+            return Ok(status(
+                state,
+                Some(recorded.pid),
+                recorded.address().to_owned(),
+                true,
+                "already running".to_owned(),
+            ));
         }
         Liveness::Stale(_) => pid_file.remove()?,
         Liveness::NoFile => {}
@@ -136,9 +142,13 @@ pub fn status_of(state: &StateDir) -> Result<ProcessStatus> {
         Liveness::Running(recorded) => {
             status(state, Some(recorded.pid), recorded.address().to_owned(), true, "local DetectFaces".to_owned())
         }
-        Liveness::Stale(recorded) => {
-            status(state, None, "-".to_owned(), false, format!("not running (stale pid file: pid {} exited)", recorded.pid))
-        }
+        Liveness::Stale(recorded) => status(
+            state,
+            None,
+            "-".to_owned(),
+            false,
+            format!("not running (stale pid file: pid {} exited)", recorded.pid),
+        ),
         Liveness::NoFile => status(state, None, "-".to_owned(), false, "not running".to_owned()),
     })
 }

@@ -1,10 +1,10 @@
 //! The local data plane: serves deployed HTTP APIs and runs the deployed Lambda artifacts
 //! on this machine, because the AWS emulator does not execute Lambdas.
 
-pub mod event;
-pub mod runtime;
 pub mod cloud;
 pub mod dataplane;
 pub mod discovery;
-pub mod procs;
+pub mod event;
 pub mod face;
+pub mod procs;
+pub mod runtime;

@@ -237,7 +237,10 @@ async fn upload_code(p: &AwsProvider, spec: &Spec<'_>) -> Result<String, Provide
     if base64 != expected {
         return Err(spec.invalid(
             "code_sha256",
-            format!("{} has SHA-256 {base64} (base64), not {expected}; the build and the plan disagree", path.display()),
+            format!(
+                "{} has SHA-256 {base64} (base64), not {expected}; the build and the plan disagree",
+                path.display()
+            ),
         ));
     }
     s3::put_artifact(p, spec, &key, bytes, &base64).await?;
@@ -384,8 +387,7 @@ fn environment(spec: &Spec<'_>) -> Result<Environment, ProviderError> {
 /// Creates the alias; one left by an interrupted run is moved to the desired version.
 pub(super) async fn create_alias(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, ProviderError> {
     let (function, name, version) = (spec.str("function_name")?, spec.str("name")?, spec.str("function_version")?);
-    let create =
-        || p.clients.lambda.create_alias().function_name(function).name(name).function_version(version).send();
+    let create = || p.clients.lambda.create_alias().function_name(function).name(name).function_version(version).send();
     match retry(Backoff::LAMBDA_CONFLICT, create, |error| is(error, CONFLICT) && !already_exists(error)).await {
         Ok(created) => alias_outputs(spec, "CreateAlias", created.alias_arn(), name, version),
         Err(error) if already_exists(&error) => move_alias(p, spec, function, name, version).await,
@@ -393,7 +395,11 @@ pub(super) async fn create_alias(p: &AwsProvider, spec: &Spec<'_>) -> Result<Cre
     }
 }
 
-pub(super) async fn update_alias(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
+pub(super) async fn update_alias(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    change: &Change<'_>,
+) -> Result<Outputs, ProviderError> {
     let (function, version) = (spec.str("function_name")?, spec.str("function_version")?);
     Ok(move_alias(p, spec, function, change.id(), version).await?.outputs)
 }
@@ -405,8 +411,7 @@ async fn move_alias(
     name: &str,
     version: &str,
 ) -> Result<Created, ProviderError> {
-    let update =
-        || p.clients.lambda.update_alias().function_name(function).name(name).function_version(version).send();
+    let update = || p.clients.lambda.update_alias().function_name(function).name(name).function_version(version).send();
     let updated = retry(Backoff::LAMBDA_CONFLICT, update, |error| is(error, CONFLICT))
         .await
         .map_err(|error| spec.api("UpdateAlias", error))?;

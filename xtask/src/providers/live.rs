@@ -18,7 +18,8 @@ use crate::engine::provider::ProviderError;
 use crate::engine::resource::{Inputs, Kind};
 use crate::state::ResourceState;
 
-const NOT_FOUND: &[&str] = &["NotFoundException", "ResourceNotFoundException", "NoSuchEntity", "NoSuchBucket", "NotFound"];
+const NOT_FOUND: &[&str] =
+    &["NotFoundException", "ResourceNotFoundException", "NoSuchEntity", "NoSuchBucket", "NotFound"];
 
 impl AwsProvider {
     /// The live configuration of `recorded`, as inputs; `None` when it is gone.
@@ -187,7 +188,15 @@ async fn alias(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<Option<In
 async fn permission(p: &AwsProvider, spec: &Spec<'_>, sid: &str) -> Result<Option<Inputs>, ProviderError> {
     let function = spec.str("function_name")?;
     let qualifier = spec.opt_str("qualifier")?;
-    let policy = match p.clients.lambda.get_policy().function_name(function).set_qualifier(qualifier.map(str::to_owned)).send().await {
+    let policy = match p
+        .clients
+        .lambda
+        .get_policy()
+        .function_name(function)
+        .set_qualifier(qualifier.map(str::to_owned))
+        .send()
+        .await
+    {
         Ok(policy) => policy_document(policy.policy().unwrap_or("{}")),
         Err(error) if is(&error, NOT_FOUND) => return Ok(None),
         Err(error) => return Err(spec.api("GetPolicy", error)),

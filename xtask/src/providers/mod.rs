@@ -26,9 +26,9 @@ use std::time::Duration;
 use aws_smithy_types::retry::RetryConfig;
 
 use crate::aws::Clients;
-use crate::manifest::Manifest;
 use crate::engine::provider::{Created, Provider, ProviderError};
 use crate::engine::resource::{Inputs, Kind, Outputs};
+use crate::manifest::Manifest;
 use crate::state::ResourceState;
 
 pub mod apigateway;

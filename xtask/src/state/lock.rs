@@ -500,7 +500,8 @@ mod tests {
             other => panic!("expected Locked, got {other}"),
         }
         let message = error.to_string();
-        for part in [info.who.clone(), info.host.clone(), info.id.clone(), info.pid.to_string(), "`deploy`".to_owned()] {
+        for part in [info.who.clone(), info.host.clone(), info.id.clone(), info.pid.to_string(), "`deploy`".to_owned()]
+        {
             assert!(message.contains(&part), "{message} should name {part}");
         }
         lock.release().await.unwrap();
@@ -530,7 +531,8 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let _held = Lock::acquire(Arc::clone(&store), &options()).await.unwrap();
         let started = Instant::now();
-        let error = Lock::acquire(Arc::clone(&store), &options().timeout(Duration::from_millis(200))).await.unwrap_err();
+        let error =
+            Lock::acquire(Arc::clone(&store), &options().timeout(Duration::from_millis(200))).await.unwrap_err();
         assert!(matches!(error, StoreError::Locked { .. }), "{error}");
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2), "{waited:?}");

@@ -12,11 +12,11 @@ use serde_json::Value;
 
 use crate::engine::resource::{Inputs, Kind, Outputs, ResourceId};
 
+pub mod journal;
 pub mod lock;
 pub mod memory;
 pub mod s3;
 pub mod store;
-pub mod journal;
 pub mod writer;
 
 pub use store::{StateStore, StoreError, Versioned};

@@ -82,7 +82,8 @@ where
 {
     match (error.raw_response(), error.as_service_error()) {
         (Some(response), Some(service)) => {
-            let mut text = format!("HTTP {} {}", response.status().as_u16(), service.code().unwrap_or("(no error code)"));
+            let mut text =
+                format!("HTTP {} {}", response.status().as_u16(), service.code().unwrap_or("(no error code)"));
             if let Some(message) = service.message() {
                 text.push_str(": ");
                 text.push_str(message);
@@ -103,7 +104,12 @@ fn to_pretty_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl S3Store {
-    pub fn new(client: Client, bucket: impl Into<String>, key_prefix: impl Into<String>, env: impl Into<String>) -> Self {
+    pub fn new(
+        client: Client,
+        bucket: impl Into<String>,
+        key_prefix: impl Into<String>,
+        env: impl Into<String>,
+    ) -> Self {
         Self { client, bucket: bucket.into(), key_prefix: key_prefix.into(), env: env.into() }
     }
 
@@ -187,7 +193,9 @@ impl S3Store {
                 }),
             },
             Err(error) => match classify(&error) {
-                Failure::Other => Err(StoreError::Backend { location, operation: "PutObject", message: describe(&error) }),
+                Failure::Other => {
+                    Err(StoreError::Backend { location, operation: "PutObject", message: describe(&error) })
+                }
                 failure => Ok(Err(failure)),
             },
         }
@@ -379,9 +387,7 @@ pub async fn ensure_bucket(
     let mut create = client.create_bucket().bucket(bucket);
     if region != "us-east-1" {
         create = create.create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(region))
-                .build(),
+            CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region)).build(),
         );
     }
     if let Err(error) = create.send().await {

@@ -36,7 +36,9 @@ pub struct LockInfo {
 #[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// Someone else wrote the document since it was read: nothing was overwritten.
-    #[error("the state at {location} was changed by another writer (expected version {expected}); nothing was overwritten")]
+    #[error(
+        "the state at {location} was changed by another writer (expected version {expected}); nothing was overwritten"
+    )]
     Conflict { location: String, expected: String },
     /// The lock is held.
     #[error("the state at {location} is locked by {} on {} (pid {}) for `{}` since {}, lease until {}; lock id {}", .holder.who, .holder.host, .holder.pid, .holder.operation, .holder.started_at, .holder.expires_at, .holder.id)]
@@ -62,7 +64,11 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Writes the document if it is still at version `expected` (`None`: only if no document
     /// exists yet). Returns the new version tag. A mismatch is [`StoreError::Conflict`].
-    fn save(&self, state: &StateFile, expected: Option<&str>) -> impl Future<Output = Result<String, StoreError>> + Send;
+    fn save(
+        &self,
+        state: &StateFile,
+        expected: Option<&str>,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
 
     /// Creates the lock object only if none exists. When one exists, fails with
     /// [`StoreError::Locked`] naming the holder.

@@ -104,7 +104,9 @@ async fn first_apply_creates_everything_after_its_dependencies() {
 
     let calls = harness.cloud.calls();
     assert_eq!(calls.len(), desired.len());
-    assert!(position(&calls, &Call::Create("t-analyze-role".into())) < position(&calls, &Call::Create("t-analyze".into())));
+    assert!(
+        position(&calls, &Call::Create("t-analyze-role".into())) < position(&calls, &Call::Create("t-analyze".into()))
+    );
     assert!(position(&calls, &Call::Create("/t/analyze".into())) < position(&calls, &Call::Create("t-analyze".into())));
     assert!(position(&calls, &Call::Create("t-api".into())) < position(&calls, &Call::Create("$default".into())));
 
@@ -158,7 +160,10 @@ async fn a_change_that_forces_replacement_deletes_then_creates() {
     assert!(report.succeeded(), "{report:?}");
     assert_eq!(plan.step("role.analyze").unwrap().action, Action::Replace);
     let calls = harness.cloud.mutations();
-    assert!(position(&calls, &Call::Delete("t-analyze-role".into())) < position(&calls, &Call::Create("t-analyze-role-2".into())));
+    assert!(
+        position(&calls, &Call::Delete("t-analyze-role".into()))
+            < position(&calls, &Call::Create("t-analyze-role-2".into()))
+    );
     // The function's role ARN was unknown at plan time and changed at apply time.
     assert!(calls.contains(&Call::Update("t-analyze".into(), vec!["role_arn".into()])), "{calls:?}");
     assert!(!harness.cloud.names().contains("t-analyze-role"));
@@ -204,7 +209,8 @@ async fn no_dependent_touches_the_cloud_before_the_result_it_depends_on_is_saved
     let desired = stack(256, "v1");
     let writer = harness.writer().await;
     let plan = plan(&desired, writer.lock().await.state(), replace_keys, false).unwrap();
-    let error = apply(&plan, &desired, harness.cloud.clone(), writer, Arc::new(Silent), Options::new(10)).await.unwrap_err();
+    let error =
+        apply(&plan, &desired, harness.cloud.clone(), writer, Arc::new(Silent), Options::new(10)).await.unwrap_err();
     assert!(matches!(error, ApplyError::State(StoreError::Backend { .. })), "{error}");
     assert!(
         !harness.cloud.calls().contains(&Call::Create("t-analyze".into())),
@@ -289,9 +295,17 @@ async fn destroy_runs_in_reverse_dependency_order() {
     let report = harness.destroy().await;
     assert!(report.succeeded(), "{report:?}");
     let calls = harness.cloud.calls();
-    assert!(position(&calls, &Call::Delete("POST /analyze".into())) < position(&calls, &Call::Delete("t-analyze-integration".into())));
-    assert!(position(&calls, &Call::Delete("t-analyze-integration".into())) < position(&calls, &Call::Delete("t-analyze".into())));
-    assert!(position(&calls, &Call::Delete("t-analyze".into())) < position(&calls, &Call::Delete("t-analyze-role".into())));
+    assert!(
+        position(&calls, &Call::Delete("POST /analyze".into()))
+            < position(&calls, &Call::Delete("t-analyze-integration".into()))
+    );
+    assert!(
+        position(&calls, &Call::Delete("t-analyze-integration".into()))
+            < position(&calls, &Call::Delete("t-analyze".into()))
+    );
+    assert!(
+        position(&calls, &Call::Delete("t-analyze".into())) < position(&calls, &Call::Delete("t-analyze-role".into()))
+    );
     assert!(position(&calls, &Call::Delete("$default".into())) < position(&calls, &Call::Delete("t-api".into())));
     assert!(harness.cloud.names().is_empty());
     assert!(harness.state().resources.is_empty());

@@ -15,10 +15,13 @@ fn replace_keys(kind: Kind) -> &'static [&'static str] {
 /// A small stack with the shape of the real one.
 fn stack(memory: u32) -> Vec<Resource> {
     vec![
-        Resource::new("bucket.uploads", Kind::Bucket, "ia-dev-uploads").input("name", "ia-dev-uploads").input("expire_days", 1),
-        Resource::new("role.analyze", Kind::Role, "ia-dev-analyze")
-            .input("name", "ia-dev-analyze")
-            .input("policy", json!({"Statement": [{"Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::ia-dev-uploads/uploads/*"}]})),
+        Resource::new("bucket.uploads", Kind::Bucket, "ia-dev-uploads")
+            .input("name", "ia-dev-uploads")
+            .input("expire_days", 1),
+        Resource::new("role.analyze", Kind::Role, "ia-dev-analyze").input("name", "ia-dev-analyze").input(
+            "policy",
+            json!({"Statement": [{"Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::ia-dev-uploads/uploads/*"}]}),
+        ),
         Resource::new("function.analyze", Kind::Function, "ia-dev-analyze")
             .input("name", "ia-dev-analyze")
             .input("role_arn", Reference::to("role.analyze", "arn"))
@@ -48,7 +51,8 @@ fn applied(desired: &[Resource]) -> StateFile {
     let order = graph::topological_order(desired.iter().map(|r| (r.id.clone(), r.dependencies()))).unwrap();
     for id in order {
         let resource = desired.iter().find(|r| r.id == id).unwrap();
-        let lookup = |reference: &Reference| state.resources.get(&reference.resource)?.outputs.get(&reference.output).cloned();
+        let lookup =
+            |reference: &Reference| state.resources.get(&reference.resource)?.outputs.get(&reference.output).cloned();
         let inputs = resolve_inputs(&resource.inputs, &lookup)
             .into_iter()
             .map(|(key, value)| match value {
@@ -75,7 +79,10 @@ use crate::engine::resource::Outputs;
 fn empty_state_plans_a_create_for_everything_in_dependency_order() {
     let plan = plan(&stack(256), &StateFile::new(), replace_keys, false).unwrap();
     let order: Vec<&str> = plan.steps.iter().map(|step| step.id.as_str()).collect();
-    assert_eq!(order, ["api", "bucket.uploads", "role.analyze", "function.analyze", "integration.analyze", "route.analyze"]);
+    assert_eq!(
+        order,
+        ["api", "bucket.uploads", "role.analyze", "function.analyze", "integration.analyze", "route.analyze"]
+    );
     assert!(plan.steps.iter().all(|step| step.action == Action::Create));
     insta::assert_snapshot!(plan.to_string());
 }

@@ -1,11 +1,12 @@
-//! An environment's deployment history, kept in its state document (record `deployments`,
-//! oldest first).
+//! An environment's deployment history and smoke-test results, kept in its state document
+//! (records `deployments` and `smoke_tests`, oldest first).
 //!
-//! Every deploy, promotion and rollback that changes something appends a [`Deployment`]: who
-//! ran it and when, the commit the code was built from, the code hash and published version
-//! of each function that went live, a digest of the configuration, and the smoke-test result
-//! once one runs. Promotion reads the source's current deployment; rollback moves the
-//! aliases back to an earlier deployment's versions. Everything here is pure.
+//! Every deploy, destroy, promotion and rollback that changes something appends a
+//! [`Deployment`]: who ran it and when, the commit the code was built from, the code hash and
+//! published version of each function that went live (for a destroy, what it removed), a
+//! digest of the configuration, and the smoke-test result once one runs. Promotion reads the
+//! source's current deployment; rollback moves the aliases back to an earlier deployment's
+//! versions. Everything here is pure.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,11 +15,42 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::arch::Arch;
-use crate::cmd::smoke_test::SmokeTest;
 use crate::state::StateFile;
 
 /// The state record the history is kept in.
 pub const RECORD: &str = "deployments";
+
+/// The state record the smoke-test results are kept in, newest last.
+pub const SMOKE_TESTS_RECORD: &str = "smoke_tests";
+
+/// One step of a smoke test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub name: String,
+    pub passed: bool,
+    pub latency_ms: u64,
+    /// What was checked, or what failed, including the response at fault.
+    pub detail: String,
+}
+
+/// A smoke-test run, as recorded in state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmokeTest {
+    pub time: String,
+    pub passed: bool,
+    pub api_url: String,
+    /// Function -> the CodeSha256 that was deployed when the test ran.
+    pub artifacts: BTreeMap<String, String>,
+    pub steps: Vec<StepResult>,
+}
+
+/// The latest smoke test recorded in a state document.
+pub fn latest_smoke_test(state: &StateFile) -> Option<SmokeTest> {
+    match state.records.get(SMOKE_TESTS_RECORD)? {
+        Value::Array(items) => items.last().and_then(|item| serde_json::from_value(item.clone()).ok()),
+        _ => None,
+    }
+}
 
 /// One change to what an environment serves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +89,8 @@ pub enum Origin {
     Promote { from_env: String, from_deployment: u64, forced: bool },
     /// `rollback`, or the automatic one after a promotion failed its smoke test.
     Rollback { to: u64, automatic: bool },
+    /// `destroy`: every resource the state recorded was deleted; these, by id.
+    Destroy { removed: Vec<String> },
 }
 
 /// A function's live code.
@@ -109,6 +143,7 @@ impl fmt::Display for Origin {
             }
             Origin::Rollback { to, automatic: false } => write!(f, "rollback to #{to}"),
             Origin::Rollback { to, automatic: true } => write!(f, "automatic rollback to #{to}"),
+            Origin::Destroy { .. } => f.write_str("destroy"),
         }
     }
 }
@@ -125,6 +160,16 @@ pub enum HistoryError {
     NothingToRollBackTo { env: String },
     #[error("deployment #{id} of `{env}` is the current one: nothing to roll back")]
     AlreadyCurrent { env: String, id: u64 },
+    #[error(
+        "`{env}` was destroyed by deployment #{id}: it serves nothing, and the versions deployed before it \
+         were deleted with its functions; deploy `{env}` again"
+    )]
+    Destroyed { env: String, id: u64 },
+    #[error(
+        "deployment #{id} of `{env}` came before the destroy #{destroy}, which deleted its versions; \
+         `cargo xtask history --env {env}` lists the deployments since"
+    )]
+    BeforeDestroy { env: String, id: u64, destroy: u64 },
 }
 
 /// Why a promotion is refused.
@@ -181,6 +226,20 @@ impl History {
         self.current().ok_or_else(|| HistoryError::Empty { env: self.env.clone() })
     }
 
+    /// The current deployment, when it serves something (is not a destroy).
+    pub fn require_serving(&self) -> Result<&Deployment, HistoryError> {
+        let current = self.require_current()?;
+        match current.origin {
+            Origin::Destroy { .. } => Err(HistoryError::Destroyed { env: self.env.clone(), id: current.id }),
+            Origin::Deploy | Origin::Promote { .. } | Origin::Rollback { .. } => Ok(current),
+        }
+    }
+
+    /// The latest destroy, if any: the deployments before it no longer exist in the cloud.
+    fn last_destroy(&self) -> Option<&Deployment> {
+        self.deployments.iter().rev().find(|deployment| matches!(deployment.origin, Origin::Destroy { .. }))
+    }
+
     pub fn get(&self, id: u64) -> Result<&Deployment, HistoryError> {
         self.deployments
             .iter()
@@ -200,13 +259,19 @@ impl History {
     }
 
     /// The deployment a rollback restores: `to`, or by default the latest earlier one that
-    /// runs other versions than the current one and did not fail its smoke test.
+    /// runs other versions than the current one and did not fail its smoke test. Only
+    /// deployments since the last destroy can be restored: a destroy deletes the functions,
+    /// and their versions with them.
     pub fn rollback_target(&self, to: Option<u64>) -> Result<&Deployment, HistoryError> {
-        let current = self.require_current()?;
+        let current = self.require_serving()?;
+        let since = self.last_destroy().map_or(0, |destroy| destroy.id);
         if let Some(id) = to {
             let target = self.get(id)?;
             if target.id == current.id {
                 return Err(HistoryError::AlreadyCurrent { env: self.env.clone(), id });
+            }
+            if target.id <= since {
+                return Err(HistoryError::BeforeDestroy { env: self.env.clone(), id, destroy: since });
             }
             return Ok(target);
         }
@@ -215,6 +280,7 @@ impl History {
             .iter()
             .rev()
             .skip(1)
+            .take_while(|deployment| deployment.id > since)
             .find(|deployment| {
                 deployment.versions() != versions && deployment.smoke_test.as_ref().is_none_or(|outcome| outcome.passed)
             })
@@ -239,7 +305,7 @@ impl History {
     /// The current deployment, if `latest` (the environment's last smoke test) passed for
     /// exactly its code.
     pub fn promotable(&self, latest: Option<&SmokeTest>) -> Result<&Deployment, PromotionCheck> {
-        let current = self.require_current().map_err(PromotionCheck::History)?;
+        let current = self.require_serving().map_err(PromotionCheck::History)?;
         let refuse = |refusal| Err(PromotionCheck::Refused(refusal));
         let Some(test) = latest else {
             return refuse(Refusal::NeverTested { env: self.env.clone(), id: current.id });

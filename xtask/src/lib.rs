@@ -1,4 +1,13 @@
-//! `cargo xtask`: builds, packages and (later) deploys the image-analyzer Lambdas.
+//! `cargo xtask`: builds, deploys and tests image-analyzer.
+//!
+//! Layers, from the top; each imports only those below it:
+//! - [`cmd`]: one module per command; parses flags, runs an operation, prints its result;
+//! - [`ops`]: the operations (build, deploy, destroy, smoke test, promote, rollback, ...);
+//! - [`session`], [`stack`], [`functions`], [`config`]: an environment opened, and what it
+//!   should contain;
+//! - [`engine`] (plan and apply), [`state`] (the record in S3), [`providers`] (one per AWS
+//!   service), [`history`] and [`drift`] (pure records and comparisons);
+//! - [`local`]: the local cloud, and [`bench`]: the benchmark's pieces.
 
 pub mod arch;
 pub mod artifact;
@@ -14,10 +23,10 @@ pub mod functions;
 pub mod history;
 pub mod local;
 pub mod manifest;
+pub mod ops;
 pub mod process;
 pub mod progress;
 pub mod providers;
-pub mod rollout;
 pub mod session;
 pub mod stack;
 pub mod state;

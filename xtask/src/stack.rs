@@ -9,7 +9,7 @@
 //!
 //! The API invokes each function through its alias, and may invoke nothing else: the
 //! permission is scoped to the alias. A deploy publishes a version and moves the alias to
-//! it; a rollback moves the alias back to an earlier version (see [`crate::cmd::rollback`]).
+//! it; a rollback moves the alias back to an earlier version (see [`crate::ops::rollback`]).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: measurements of the deployer and the deployed product on the local
-//! cloud. [`crate::cmd::bench`] runs them; this module holds the pieces and the report.
+//! cloud. The `bench` command runs them; this module holds the pieces and the report.
 
 pub mod deploy;
 pub mod latency;

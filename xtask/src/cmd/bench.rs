@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::build::{self, BuildArgs};
-use super::deploy::parse_duration;
+use super::console::Console;
+use super::flags::parse_duration;
 use crate::arch::Arch;
 use crate::bench::deploy::{self, Operation, OperationRun, Workload};
 use crate::bench::latency;
@@ -30,6 +30,7 @@ use crate::bench::proxy::LatencyProxy;
 use crate::bench::report::{self, BuildTimes, DeployReport, DriftReport, Machine, OperationReport, Report, Size};
 use crate::local::cloud::{self, LocalConfig, Overrides};
 use crate::manifest::Manifest;
+use crate::ops;
 use crate::process;
 use crate::venv::Venv;
 use crate::workspace;
@@ -211,7 +212,7 @@ fn build_times(root: &Path, skip_full: bool) -> Result<BuildTimes> {
         Ok(started.elapsed().as_secs_f64())
     };
     let full_release_s = if skip_full {
-        build::run(&BuildArgs::default())?;
+        ops::build::build(&Console::new(), false)?;
         None
     } else {
         process::run(

@@ -4,12 +4,13 @@
 //! test, prints the endpoint and the analysis of the astronaut photo, and leaves the stack
 //! running.
 
-use anyhow::{Context as _, Result};
+use std::time::Duration;
 
-use super::deploy::{self, DeployArgs};
-use super::env_arg::EnvArg;
-use super::local::{self, CloudArgs, LocalArgs, LocalCommand};
-use super::smoke_test::{self, SmokeTestArgs};
+use anyhow::{bail, Context as _, Result};
+
+use super::console::Console;
+use crate::local::cloud::{LocalConfig, Overrides};
+use crate::ops::{self, deploy::DeployOptions};
 use crate::session::Session;
 use crate::venv::Venv;
 use crate::workspace;
@@ -25,33 +26,40 @@ fn heading(text: &str) {
 
 pub fn run(_args: &DemoArgs) -> Result<()> {
     let root = workspace::root();
+    let console = Console::new();
     heading("Setting up the Python virtualenv (.venv)");
     Venv::ensure(&root)?;
 
     heading("Starting the local cloud");
-    local::run(&LocalArgs { command: LocalCommand::Up(CloudArgs::default()) })?;
+    ops::local::up(&console, &LocalConfig::load(&root, &Overrides::default())?)?;
 
+    let runtime = super::runtime()?;
     heading("Building the Lambdas, then deploying `local`");
-    let env = EnvArg { name: ENV.to_owned() };
-    deploy::run(&DeployArgs {
-        env: env.clone(),
+    let deploy = DeployOptions {
+        env: ENV.to_owned(),
         manifest: None,
+        build: true,
         yes: true,
         parallelism: 10,
-        lock_timeout: Some(std::time::Duration::from_secs(60)),
-        no_build: false,
+        lock_timeout: Duration::from_secs(60),
         refresh: false,
-    })?;
+    };
+    runtime.block_on(ops::deploy::deploy(&console, &deploy))?;
 
     heading("Smoke test");
-    smoke_test::run(&SmokeTestArgs { env, json: false })?;
+    let result = runtime.block_on(ops::smoke_test::smoke_test(ENV))?;
+    print!("{}", ops::smoke_test::render(ENV, &result));
+    if let Some(failed) = result.steps.iter().find(|step| !step.passed) {
+        bail!("smoke test failed at `{}`: {}", failed.name, failed.detail);
+    }
+    println!("Smoke test passed.");
 
     let photo = root.join("tests/fixtures/photos/astronaut.jpg");
-    let (url, analysis) = super::runtime()?.block_on(async {
+    let (url, analysis) = runtime.block_on(async {
         let session = Session::open(ENV).await?;
         let state = session.read_state().await?.context("`local` has no state after deploying it")?.value;
-        let url = super::outputs::api_url(&session, &state)?;
-        let analysis = smoke_test::analyze_photo(&url, &photo).await?;
+        let url = ops::outputs::api_url(&session, &state)?;
+        let analysis = ops::smoke_test::analyze_photo(&url, &photo).await?;
         anyhow::Ok((url, analysis))
     })?;
     heading(&format!("The API is at {url}"));

@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 
-use super::env_arg::EnvArg;
-use crate::history::{Deployment, History};
-use crate::session::Session;
+use super::flags::EnvArg;
+use crate::history::{Deployment, History, Origin};
+use crate::ops;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HistoryArgs {
@@ -17,17 +17,13 @@ pub struct HistoryArgs {
 }
 
 pub fn run(args: &HistoryArgs) -> Result<()> {
-    super::runtime()?.block_on(async {
-        let session = Session::open(&args.env.name).await?;
-        let state = session.read_state().await?.map(|versioned| versioned.value).unwrap_or_default();
-        let history = History::from_state(&args.env.name, &state)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&history.to_value())?);
-        } else {
-            print!("{}", render(&args.env.name, &session.state_location(), &history));
-        }
-        Ok(())
-    })
+    let (history, location) = super::runtime()?.block_on(ops::history::history(&args.env.name))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&history.to_value())?);
+    } else {
+        print!("{}", render(&args.env.name, &location, &history));
+    }
+    Ok(())
 }
 
 /// The table `history` prints.
@@ -57,6 +53,9 @@ pub fn render(env: &str, location: &str, history: &History) -> String {
                 "      {function:<12} version {:<4} code {} ({})\n",
                 release.version, release.code_sha256, release.architecture
             ));
+        }
+        if let Origin::Destroy { removed } = &deployment.origin {
+            out.push_str(&format!("      removed {} resources: {}\n", removed.len(), removed.join(", ")));
         }
         if let Some(warning) = &deployment.warning {
             out.push_str(&format!("      WARNING: {warning}\n"));

@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use super::console::Console;
 use crate::config::{environments_dir, Environment};
 use crate::local::cloud::{self, LocalConfig, Overrides, StateDir};
 use crate::local::dataplane::{self, ServeOptions};
 use crate::local::discovery::DEFAULT_REGION;
+use crate::ops;
 use crate::workspace;
 
 #[derive(Debug, Clone, Args)]
@@ -96,21 +98,7 @@ pub fn run(args: &LocalArgs) -> Result<()> {
 }
 
 fn up(args: &CloudArgs) -> Result<()> {
-    let config = args.config()?;
-    for process in cloud::up(&config)? {
-        println!("{process}");
-    }
-    let status = cloud::status(&config)?;
-    if status.apis.is_empty() {
-        println!(
-            "\nNo API is deployed yet: `cargo xtask deploy --env local` deploys one, served at {}.",
-            config.api_url()
-        );
-    } else {
-        print!("\n{}", ApisTable(&status));
-    }
-    println!("Logs: {}", config.state_dir.dir().display());
-    Ok(())
+    ops::local::up(&Console::new(), &args.config()?)
 }
 
 fn down(args: &CloudArgs) -> Result<()> {
@@ -130,16 +118,6 @@ fn show_status(args: &StatusArgs) -> Result<()> {
         print!("{status}");
     }
     Ok(())
-}
-
-/// Only the APIs part of a status.
-struct ApisTable<'a>(&'a cloud::Status);
-
-impl std::fmt::Display for ApisTable<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = cloud::Status { processes: Vec::new(), apis: self.0.apis.clone() };
-        write!(f, "{status}")
-    }
 }
 
 fn run_serve(args: &ServeArgs) -> Result<()> {

@@ -1,13 +1,12 @@
-//! `cargo xtask plan --env E`: what a deploy would change, without changing anything.
+//! `cargo xtask plan --env E`: what a deploy would change, without changing anything (see
+//! [`crate::ops::plan`]).
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::env_arg::EnvArg;
-use crate::engine::plan::plan;
-use crate::providers::AwsRules;
-use crate::session::{self, Session};
+use super::flags::EnvArg;
+use crate::ops;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
@@ -26,25 +25,17 @@ pub struct PlanArgs {
 }
 
 pub fn run(args: &PlanArgs) -> Result<ExitCode> {
-    super::runtime()?.block_on(async {
-        let manifest = session::manifest(args.manifest.as_deref())?;
-        let mut session = Session::open(&args.env.name).await?;
-        let state = session.read_state().await?.map(|versioned| versioned.value).unwrap_or_default();
-        let account_id = session.account_id(&state).await?;
-        let desired = session.desired(&account_id, &manifest)?;
-        let plan = plan(&desired, &state, AwsRules, session.env.protect)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
-        } else {
-            if !state.pending.is_empty() {
-                println!(
-                    "Note: {} operation(s) of an interrupted run are pending; the next deploy resolves them first.\n",
-                    state.pending.len()
-                );
-            }
-            print!("{plan}");
+    let (plan, pending) = super::runtime()?.block_on(ops::plan::plan(&args.env.name, args.manifest.as_deref()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        if pending > 0 {
+            println!(
+                "Note: {pending} operation(s) of an interrupted run are pending; the next deploy resolves them first.\n"
+            );
         }
-        let changes = plan.has_changes() || !state.pending.is_empty();
-        Ok(if args.detailed_exitcode && changes { ExitCode::from(2) } else { ExitCode::SUCCESS })
-    })
+        print!("{plan}");
+    }
+    let changes = plan.has_changes() || pending > 0;
+    Ok(if args.detailed_exitcode && changes { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

@@ -6,9 +6,10 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use super::console::Console;
 use crate::arch::Arch;
-use crate::cmd::build::{self, BuildArgs};
 use crate::manifest::Manifest;
+use crate::ops;
 use crate::process;
 use crate::venv::Venv;
 use crate::workspace;
@@ -27,7 +28,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let root = workspace::root();
     Venv::ensure(&root)?;
     // The end-to-end tests deploy the real Lambda artifacts.
-    build::run(&BuildArgs::default())?;
+    ops::build::build(&Console::new(), false)?;
     let built = hashes(&root)?;
 
     // The end-to-end tests run the deployer as a program (e.g. to kill it mid-deploy); this
@@ -60,7 +61,7 @@ fn check_reproducible(root: &std::path::Path, first: &BTreeMap<String, String>) 
     }
     clean.args(["--package", "api-common"]);
     process::run(&mut clean)?;
-    build::run(&BuildArgs { force: true })?;
+    ops::build::build(&Console::new(), true)?;
     let second = hashes(root)?;
     if *first != second {
         bail!("release builds are not reproducible: first build {first:#?}, second build {second:#?}");

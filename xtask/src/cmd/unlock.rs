@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::env_arg::EnvArg;
+use super::flags::EnvArg;
 use crate::session::Session;
 use crate::state::lock::force_unlock;
 

@@ -1,7 +1,6 @@
 use serde_json::json;
 
 use super::*;
-use crate::cmd::smoke_test::StepResult;
 
 fn deployment(id: u64, analyze: (&str, &str), smoke: Option<bool>) -> Deployment {
     Deployment {
@@ -113,4 +112,55 @@ fn config_digests_ignore_key_order() {
         config_digest(&json!({"b": {"d": 3, "c": 2}, "a": 1}))
     );
     assert_ne!(config_digest(&json!({"a": 1})), config_digest(&json!({"a": 2})));
+}
+
+fn destroy(id: u64) -> Deployment {
+    Deployment {
+        origin: Origin::Destroy { removed: vec!["api".into(), "function.analyze".into()] },
+        functions: BTreeMap::new(),
+        ..deployment(id, ("-", "-"), None)
+    }
+}
+
+#[test]
+fn a_destroyed_environment_cannot_be_promoted_even_with_a_passed_smoke_test() {
+    let history = history(vec![deployment(1, ("A", "1"), Some(true)), destroy(2)]);
+    let refused = history.promotable(Some(&smoke("A", true))).unwrap_err();
+    assert_eq!(refused, PromotionCheck::History(HistoryError::Destroyed { env: "dev".into(), id: 2 }));
+    assert!(refused.to_string().contains("was destroyed by deployment #2"), "{refused}");
+}
+
+#[test]
+fn rollback_never_reaches_back_past_a_destroy() {
+    let destroyed = history(vec![deployment(1, ("A", "1"), Some(true)), destroy(2)]);
+    assert_eq!(destroyed.rollback_target(None), Err(HistoryError::Destroyed { env: "dev".into(), id: 2 }));
+
+    // Deployed again after the destroy: versions restart, so #1's version numbers now name
+    // other code.
+    let redeployed = history(vec![
+        deployment(1, ("A", "2"), Some(true)),
+        destroy(2),
+        deployment(3, ("B", "1"), Some(true)),
+        deployment(4, ("C", "2"), None),
+    ]);
+    assert_eq!(redeployed.rollback_target(None).unwrap().id, 3);
+    assert_eq!(
+        redeployed.rollback_target(Some(1)),
+        Err(HistoryError::BeforeDestroy { env: "dev".into(), id: 1, destroy: 2 })
+    );
+    let only_one_since =
+        history(vec![deployment(1, ("A", "2"), Some(true)), destroy(2), deployment(3, ("B", "1"), None)]);
+    assert_eq!(only_one_since.rollback_target(None), Err(HistoryError::NothingToRollBackTo { env: "dev".into() }));
+}
+
+#[test]
+fn a_destroy_is_recorded_with_what_it_removed() {
+    let history = history(vec![deployment(1, ("A", "1"), None), destroy(2)]);
+    let value = history.to_value();
+    assert_eq!(value[1]["kind"], "destroy");
+    assert_eq!(value[1]["removed"], json!(["api", "function.analyze"]));
+    assert_eq!(history.deployments()[1].origin.to_string(), "destroy");
+    let mut state = StateFile::new();
+    state.records.insert(RECORD.into(), value);
+    assert_eq!(History::from_state("dev", &state).unwrap(), history);
 }

@@ -687,46 +687,41 @@ pub fn status(config: &LocalConfig) -> Result<Status> {
     Ok(Status { processes, apis })
 }
 
-/// For `deploy --env local`: makes sure an emulator answers at the `local` environment's
-/// endpoint, starting the local cloud (moto and the data plane) when nothing listens there.
-/// Returns the endpoint.
-pub fn ensure_emulator(root: &Path) -> Result<String> {
-    let config = LocalConfig::load(root, &Overrides::default())?;
-    ensure_emulator_at(&config)
-}
-
-/// Like [`ensure_emulator`], for an explicit configuration.
-pub fn ensure_emulator_at(config: &LocalConfig) -> Result<String> {
+/// Makes sure an emulator answers at `config.endpoint`, starting the local cloud (moto and
+/// the data plane) when nothing listens there. Returns what it did, in lines to tell the
+/// user (nothing when the emulator already ran).
+pub fn ensure_emulator_at(config: &LocalConfig) -> Result<Vec<String>> {
     let address = loopback_address(&config.endpoint)?;
     if listens(address) {
-        return Ok(config.endpoint.clone());
+        return Ok(Vec::new());
     }
-    eprintln!("Nothing listens at {}: starting the local cloud (`cargo xtask local up`).", config.endpoint);
+    let mut notes =
+        vec![format!("Nothing listens at {}: starting the local cloud (`cargo xtask local up`).", config.endpoint)];
     std::fs::create_dir_all(config.state_dir.dir())
         .with_context(|| format!("creating {}", config.state_dir.dir().display()))?;
     let (moto, _) = ensure_moto(config)?;
-    eprintln!("{moto}");
+    notes.push(moto.to_string());
     // Deploying needs only the emulator; a data plane that cannot start is reported, and
     // `local up` says why again.
     match ensure_dataplane(config) {
-        Ok(dataplane) => eprintln!("{dataplane}"),
-        Err(error) => eprintln!("warning: the local data plane did not start: {error:#}"),
+        Ok(dataplane) => notes.push(dataplane.to_string()),
+        Err(error) => notes.push(format!("warning: the local data plane did not start: {error:#}")),
     }
-    Ok(config.endpoint.clone())
+    Ok(notes)
 }
 
-/// For `deploy`: when environment `name`'s effective endpoint (see [`crate::aws::endpoint`])
-/// is on this machine and nothing listens there, starts the local cloud with that endpoint.
-pub fn ensure_for_environment(name: &str) -> Result<()> {
+/// For the commands that change an environment: when environment `name`'s effective endpoint
+/// (see [`crate::aws::endpoint`]) is on this machine and nothing listens there, starts the
+/// local cloud with that endpoint. Returns what it did, as [`ensure_emulator_at`] does.
+pub fn ensure_for_environment(name: &str) -> Result<Vec<String>> {
     let env = Environment::load(&environments_dir(), name)?;
-    let Some(endpoint) = crate::aws::endpoint(&env) else { return Ok(()) };
+    let Some(endpoint) = crate::aws::endpoint(&env) else { return Ok(Vec::new()) };
     if !crate::aws::is_local_endpoint(&endpoint) || loopback_address(&endpoint).is_ok_and(listens) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let root = crate::workspace::root();
     let overrides = Overrides { endpoint: Some(endpoint), ..Overrides::default() };
-    ensure_emulator_at(&LocalConfig::load(&root, &overrides)?)?;
-    Ok(())
+    ensure_emulator_at(&LocalConfig::load(&root, &overrides)?)
 }
 
 #[cfg(test)]

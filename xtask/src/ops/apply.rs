@@ -1,5 +1,4 @@
-//! Applying a desired stack to an environment and recording the deployment: the part that
-//! `deploy`, `promote` and `rollback` share.
+//! Apply and record: the sequence `deploy`, `destroy`, `promote` and `rollback` share.
 //!
 //! Under the environment's lock: resolve what an interrupted run left pending, plan against
 //! the state as it is now, show the plan, confirm, apply, and append the deployment to the
@@ -9,28 +8,29 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
+use super::ui::{confirm, Ui};
 use crate::arch::Arch;
-use crate::cmd::deploy::{confirm, finish, run_plan};
-use crate::engine::apply::{recover, refresh, Recovered, Refreshed};
-use crate::engine::plan::plan;
+use crate::engine::apply::{apply, recover, refresh, Options, Recovered, Refreshed, Report};
+use crate::engine::plan::{plan, plan_destroy, Action, Plan};
 use crate::engine::resource::{Kind, Resource};
 use crate::functions::FUNCTIONS;
 use crate::history::{self, Deployment, Git, History, Origin, Release};
 use crate::providers::{replace_keys, AwsProvider, AwsRules};
 use crate::session::Session;
 use crate::state::lock::{now_rfc3339, Lock, LockOptions};
-use crate::state::s3::{ensure_bucket, Transport};
+use crate::state::s3::{ensure_bucket, S3Store, Transport};
 use crate::state::writer::StateWriter;
 use crate::state::StateFile;
 
 /// How to apply.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// What the run is called in the lock and in messages: `deploy`, `promote`, `rollback`.
+    /// What the run is called in the lock and in messages: `deploy`, `destroy`, `promote`,
+    /// `rollback`.
     pub operation: &'static str,
     pub yes: bool,
     pub parallelism: usize,
@@ -48,11 +48,24 @@ pub enum Desired {
     /// at the given version (rollback). Read under the lock, so that nothing another run
     /// changed meanwhile is undone.
     AliasesAt(BTreeMap<String, String>),
+    /// Nothing: every recorded resource is deleted, in reverse dependency order (destroy).
+    Nothing,
 }
 
 impl Desired {
+    /// The resources to plan for, and the plan.
+    fn plan(self, state: &StateFile, protect: bool) -> Result<(Vec<Resource>, Plan)> {
+        if let Desired::Nothing = self {
+            return Ok((Vec::new(), plan_destroy(state, protect)?));
+        }
+        let desired = self.resolve(state);
+        let plan = plan(&desired, state, AwsRules, protect)?;
+        Ok((desired, plan))
+    }
+
     fn resolve(self, state: &StateFile) -> Vec<Resource> {
         match self {
+            Desired::Nothing => Vec::new(),
             Desired::Stack(resources) => resources,
             Desired::AliasesAt(versions) => state
                 .resources
@@ -87,6 +100,7 @@ pub enum Outcome {
 /// What the history records about a run besides what the state shows after it.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// A destroy's list of what it removed is filled in from the plan made under the lock.
     pub origin: Origin,
     pub git: Option<Git>,
     /// The releases, when they are not to be read from the state (a rollback's are the
@@ -99,6 +113,7 @@ pub struct Record {
 /// Applies `desired` under the lock and records the deployment. `first` says that the
 /// environment has no state yet, so that its state bucket may have to be created.
 pub async fn apply_and_record(
+    ui: &dyn Ui,
     session: &Session,
     account_id: &str,
     desired: Desired,
@@ -113,21 +128,23 @@ pub async fn apply_and_record(
     }
     let lock_options = LockOptions::new(options.operation).timeout(options.lock_timeout);
     let lock = Lock::acquire(session.store.clone(), &lock_options).await?;
-    let result = locked(session, account_id, desired, provider, options, record, &lock).await;
+    let result = locked(ui, session, account_id, desired, provider, options, record, &lock).await;
     let released = lock.release().await;
     let outcome = result?;
     released?;
     Ok(outcome)
 }
 
+#[allow(clippy::too_many_arguments)] // one call site, each argument a different thing
 async fn locked(
+    ui: &dyn Ui,
     session: &Session,
     account_id: &str,
     desired: Desired,
     provider: AwsProvider,
     options: &ApplyOptions,
     record: Record,
-    lock: &Lock<crate::state::s3::S3Store>,
+    lock: &Lock<S3Store>,
 ) -> Result<Outcome> {
     let mut writer = StateWriter::open(session.store.clone()).await?;
     if writer.state().account_id.as_deref() != Some(account_id) {
@@ -135,7 +152,7 @@ async fn locked(
     }
     let provider = Arc::new(provider);
     for recovered in recover(provider.as_ref(), &mut writer, replace_keys).await? {
-        println!("{}", describe_recovery(&recovered));
+        ui.say(&describe_recovery(&recovered));
     }
     if options.refresh {
         let refreshed = refresh(provider.as_ref(), &mut writer).await?;
@@ -148,25 +165,24 @@ async fn locked(
             }
         }
         let list = |ids: &[String]| if ids.is_empty() { String::new() } else { format!(": {}", ids.join(", ")) };
-        println!(
+        ui.say(&format!(
             "Refreshed {} resources; {} no longer exist{}; {} were changed outside this tool{}.",
             refreshed.len(),
             gone.len(),
             list(&gone),
             changed.len(),
             list(&changed)
-        );
+        ));
     }
-    let desired = desired.resolve(writer.state());
-    let plan = plan(&desired, writer.state(), AwsRules, session.env.protect)?;
-    print!("{plan}");
+    let (desired, plan) = desired.plan(writer.state(), session.env.protect)?;
+    ui.out(&plan.to_string());
     if !plan.has_changes() {
         return Ok(Outcome::NoChanges);
     }
-    confirm(options.yes, options.operation)?;
+    confirm(ui, options.yes, options.operation)?;
     let writer = Arc::new(Mutex::new(writer));
-    let report = run_plan(&plan, &desired, provider, writer.clone(), options.parallelism, lock).await?;
-    finish(&report)?;
+    let report = run_plan(ui, &plan, &desired, provider, writer.clone(), options.parallelism, lock).await?;
+    finish(ui, &report)?;
 
     let mut writer = writer.lock().await;
     let mut history = History::from_state(&session.env.name, writer.state())?;
@@ -174,9 +190,20 @@ async fn locked(
         Some(functions) => functions,
         None => live_releases(writer.state())?,
     };
+    let origin = match record.origin {
+        Origin::Destroy { .. } => Origin::Destroy {
+            removed: plan
+                .steps
+                .iter()
+                .filter(|step| step.action == Action::Delete)
+                .map(|step| step.id.to_string())
+                .collect(),
+        },
+        origin => origin,
+    };
     let deployment = Deployment {
         id: 0,
-        origin: record.origin,
+        origin,
         time: now_rfc3339(),
         by: who(),
         git: record.git,
@@ -187,8 +214,51 @@ async fn locked(
     };
     let deployment = history.push(deployment).clone();
     writer.set_record(history::RECORD, history.to_value()).await?;
-    println!("Recorded deployment #{} of `{}` ({}).", deployment.id, session.env.name, deployment.origin);
+    ui.say(&format!("Recorded deployment #{} of `{}` ({}).", deployment.id, session.env.name, deployment.origin));
     Ok(Outcome::Applied(Box::new(deployment)))
+}
+
+/// Applies a plan with progress through `ui`, stopping cleanly on Ctrl-C or a lost lock.
+async fn run_plan(
+    ui: &dyn Ui,
+    plan: &Plan,
+    desired: &[Resource],
+    provider: Arc<AwsProvider>,
+    writer: Arc<Mutex<StateWriter<S3Store>>>,
+    parallelism: usize,
+    lock: &Lock<S3Store>,
+) -> Result<Report> {
+    let (cancel, cancelled) = watch::channel(false);
+    let options = Options::new(parallelism).cancelled_by(cancelled);
+    let work = apply(plan, desired, provider, writer, ui.progress(), options);
+    tokio::pin!(work);
+    let report = tokio::select! {
+        report = &mut work => report?,
+        _ = tokio::signal::ctrl_c() => {
+            ui.note("Interrupted: finishing the operations in flight and saving state...");
+            cancel.send_replace(true);
+            work.await?
+        }
+        () = lock.lost() => {
+            ui.note("The state lock was lost: finishing the operations in flight and stopping.");
+            cancel.send_replace(true);
+            work.await?
+        }
+    };
+    Ok(report)
+}
+
+/// Says how the apply went and fails when anything did not complete.
+fn finish(ui: &dyn Ui, report: &Report) -> Result<()> {
+    ui.say(&format!("\nApply: {}.", report.summary()));
+    if report.succeeded() {
+        return Ok(());
+    }
+    let failures: Vec<String> = report.failures().map(|(id, error)| format!("  {id}: {error}")).collect();
+    match &report.stopped {
+        Some(why) if failures.is_empty() => bail!("the run stopped: {why}"),
+        _ => bail!("the run did not complete:\n{}", failures.join("\n")),
+    }
 }
 
 /// What each function serves, as the state records it: the code of `function.<name>` and

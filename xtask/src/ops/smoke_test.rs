@@ -1,0 +1,264 @@
+//! The smoke test: the real client flow against a deployed environment.
+//!
+//! For each bundled photo: GET /upload-url, PUT the photo with the signed content type, POST
+//! /analyze. The astronaut photo must give exactly one face, dominant emotion HAPPY; a photo
+//! without a face, zero faces; and a bad fileKey is a 400. The result is recorded in the
+//! environment's state, with the artifact hashes it tested, and on the current deployment of
+//! its history, for promotion to check.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::{json, Value};
+
+use super::outputs::{api_url, Outputs};
+use crate::history::{self, History, SmokeTest, StepResult, SMOKE_TESTS_RECORD};
+use crate::session::Session;
+use crate::state::lock::{now_rfc3339, Lock, LockOptions};
+use crate::state::writer::StateWriter;
+use crate::workspace;
+
+/// How many results the record keeps.
+const KEEP: usize = 20;
+
+/// Smoke-tests environment `env` and records the result.
+pub async fn smoke_test(env: &str) -> Result<SmokeTest> {
+    let session = Session::open(env).await?;
+    test_and_record(&session).await
+}
+
+/// Runs the flow against the environment's API and records the result, on the current
+/// deployment too when it tested that deployment's code. A failed flow is a result, not an
+/// error.
+pub async fn test_and_record(session: &Session) -> Result<SmokeTest> {
+    let env = &session.env.name;
+    let state =
+        session.read_state().await?.with_context(|| format!("environment `{env}` has never been deployed"))?.value;
+    let url = api_url(session, &state)?;
+    // The code that serves: the current deployment's (after a rollback, not `$LATEST`).
+    let artifacts = match History::from_state(env, &state)?.current() {
+        Some(deployment) => deployment.hashes(),
+        None => Outputs::from_state(env, &state)
+            .functions
+            .iter()
+            .filter_map(|(function, output)| Some((function.clone(), output.code_sha256.clone()?)))
+            .collect(),
+    };
+    let steps = flow(&url).await;
+    let result =
+        SmokeTest { time: now_rfc3339(), passed: steps.iter().all(|s| s.passed), api_url: url, artifacts, steps };
+    record(session, &result).await?;
+    Ok(result)
+}
+
+/// The result as a table, one line per step.
+pub fn render(env: &str, result: &SmokeTest) -> String {
+    let mut out = format!("Smoke test of `{env}` at {}\n", result.api_url);
+    for step in &result.steps {
+        let mark = if step.passed { "ok  " } else { "FAIL" };
+        out.push_str(&format!("  {mark} {:<28} {:>6} ms  {}\n", step.name, step.latency_ms, step.detail));
+    }
+    out
+}
+
+/// Appends the result to the environment's record, under the lock.
+async fn record(session: &Session, result: &SmokeTest) -> Result<()> {
+    let lock =
+        Lock::acquire(session.store.clone(), &LockOptions::new("smoke-test").timeout(Duration::from_secs(60))).await?;
+    let written = async {
+        let mut writer = StateWriter::open(session.store.clone()).await?;
+        let mut results: Vec<Value> = match writer.state().records.get(SMOKE_TESTS_RECORD) {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        results.push(serde_json::to_value(result)?);
+        let excess = results.len().saturating_sub(KEEP);
+        results.drain(..excess);
+        let mut history = History::from_state(&session.env.name, writer.state())?;
+        let attached = history.attach_smoke_test(result);
+        writer
+            .update(|state| {
+                state.records.insert(SMOKE_TESTS_RECORD.to_owned(), Value::Array(results));
+                if attached {
+                    state.records.insert(history::RECORD.to_owned(), history.to_value());
+                }
+            })
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    lock.release().await?;
+    written
+}
+
+/// Uploads `photo` through the deployed API and returns the analysis: GET /upload-url, PUT,
+/// POST /analyze, as any client does.
+pub async fn analyze_photo(url: &str, photo: &std::path::Path) -> Result<Value> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let ((upload_url, file_key), _) = get_upload_url(&client, url).await?;
+    let bytes = std::fs::read(photo).with_context(|| format!("reading {}", photo.display()))?;
+    put_photo(&client, &upload_url, bytes).await?;
+    let response = client.post(format!("{url}/analyze")).json(&json!({ "fileKey": file_key })).send().await?;
+    json_response(response, "POST /analyze", 200).await
+}
+
+/// Runs the client flow; every step is reported, and the flow stops at the first failure
+/// whose result a later step needs.
+async fn flow(url: &str) -> Vec<StepResult> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("a default client builds");
+    let mut steps = Vec::new();
+    let photos = workspace::root().join("tests/fixtures/photos");
+
+    for (photo, expect_faces) in [("astronaut.jpg", 1), ("chelsea.jpg", 0)] {
+        let upload = step(&mut steps, &format!("GET /upload-url ({photo})"), get_upload_url(&client, url)).await;
+        let Some((upload_url, file_key)) = upload else { return steps };
+        let bytes = match std::fs::read(photos.join(photo)) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                steps.push(StepResult {
+                    name: format!("read {photo}"),
+                    passed: false,
+                    latency_ms: 0,
+                    detail: error.to_string(),
+                });
+                return steps;
+            }
+        };
+        let put = step(&mut steps, &format!("PUT {photo}"), put_photo(&client, &upload_url, bytes)).await;
+        if put.is_none() {
+            return steps;
+        }
+        let analysis =
+            step(&mut steps, &format!("POST /analyze ({photo})"), analyze(&client, url, &file_key, expect_faces)).await;
+        if analysis.is_none() {
+            return steps;
+        }
+    }
+    step(&mut steps, "POST /analyze (bad fileKey)", bad_file_key(&client, url)).await;
+    steps
+}
+
+/// Times `work`, records its result, and passes its value on.
+async fn step<T>(
+    steps: &mut Vec<StepResult>,
+    name: &str,
+    work: impl std::future::Future<Output = Result<(T, String)>>,
+) -> Option<T> {
+    let start = Instant::now();
+    let result = work.await;
+    let latency_ms = start.elapsed().as_millis() as u64;
+    match result {
+        Ok((value, detail)) => {
+            steps.push(StepResult { name: name.to_owned(), passed: true, latency_ms, detail });
+            Some(value)
+        }
+        Err(error) => {
+            steps.push(StepResult { name: name.to_owned(), passed: false, latency_ms, detail: format!("{error:#}") });
+            None
+        }
+    }
+}
+
+async fn json_response(response: reqwest::Response, what: &str, expected: u16) -> Result<Value> {
+    let status = response.status().as_u16();
+    let text = response.text().await.with_context(|| format!("reading the response to {what}"))?;
+    if status != expected {
+        bail!("{what} returned {status}, expected {expected}: {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("{what} returned a body that is not JSON: {text}"))
+}
+
+fn string_field<'a>(body: &'a Value, field: &str, what: &str) -> Result<&'a str> {
+    body[field].as_str().ok_or_else(|| anyhow!("{what}: `{field}` is missing or not a string in {body}"))
+}
+
+async fn get_upload_url(client: &reqwest::Client, url: &str) -> Result<((String, String), String)> {
+    let response = client.get(format!("{url}/upload-url")).send().await.context("GET /upload-url")?;
+    let body = json_response(response, "GET /upload-url", 200).await?;
+    let upload_url = string_field(&body, "uploadUrl", "GET /upload-url")?.to_owned();
+    let file_key = string_field(&body, "fileKey", "GET /upload-url")?.to_owned();
+    if string_field(&body, "contentType", "GET /upload-url")? != "image/jpeg" || !file_key.starts_with("uploads/") {
+        bail!("GET /upload-url returned an unexpected body: {body}");
+    }
+    if body["expiresIn"].as_u64().is_none() {
+        bail!("GET /upload-url: `expiresIn` is missing or not a number in {body}");
+    }
+    Ok(((upload_url, file_key.clone()), format!("fileKey {file_key}")))
+}
+
+async fn put_photo(client: &reqwest::Client, upload_url: &str, bytes: Vec<u8>) -> Result<((), String)> {
+    let size = bytes.len();
+    let response = client
+        .put(upload_url)
+        .header("Content-Type", "image/jpeg")
+        .body(bytes)
+        .send()
+        .await
+        .context("PUT to the presigned URL")?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        bail!("PUT to the presigned URL returned {status}: {text}");
+    }
+    Ok(((), format!("{size} bytes")))
+}
+
+async fn analyze(client: &reqwest::Client, url: &str, file_key: &str, expect_faces: u64) -> Result<((), String)> {
+    let response = client
+        .post(format!("{url}/analyze"))
+        .json(&json!({ "fileKey": file_key }))
+        .send()
+        .await
+        .context("POST /analyze")?;
+    let body = json_response(response, "POST /analyze", 200).await?;
+    let faces = body["faces"].as_array().ok_or_else(|| anyhow!("POST /analyze: `faces` is not an array in {body}"))?;
+    let detected =
+        body["facesDetected"].as_u64().ok_or_else(|| anyhow!("POST /analyze: `facesDetected` is missing in {body}"))?;
+    if detected != faces.len() as u64 || detected != expect_faces {
+        bail!("POST /analyze found {detected} face(s), expected {expect_faces}: {body}");
+    }
+    for face in faces {
+        check_face(face).with_context(|| format!("POST /analyze returned a malformed face in {body}"))?;
+    }
+    if expect_faces == 1 {
+        let dominant = faces[0]["dominantEmotion"].as_str().unwrap_or("");
+        if dominant != "HAPPY" {
+            bail!("POST /analyze: the astronaut's dominant emotion is {dominant:?}, expected HAPPY: {body}");
+        }
+        return Ok(((), format!("1 face, dominant emotion HAPPY ({})", faces[0]["emotions"][0]["confidence"])));
+    }
+    Ok(((), format!("{detected} faces")))
+}
+
+/// The response schema of one face.
+fn check_face(face: &Value) -> Result<()> {
+    face["faceNumber"].as_u64().context("faceNumber")?;
+    for key in ["Width", "Height", "Left", "Top"] {
+        face["position"][key].as_f64().with_context(|| format!("position.{key}"))?;
+    }
+    let emotions = face["emotions"].as_array().context("emotions")?;
+    let confidences: Vec<f64> = emotions.iter().map(|e| e["confidence"].as_f64().unwrap_or(-1.0)).collect();
+    if emotions.iter().any(|e| e["emotion"].as_str().is_none())
+        || confidences.iter().any(|c| !(0.0..=100.0).contains(c))
+    {
+        bail!("emotions must be {{emotion, confidence 0-100}}");
+    }
+    if confidences.windows(2).any(|pair| pair[0] < pair[1]) {
+        bail!("emotions must be sorted by confidence, highest first");
+    }
+    Ok(())
+}
+
+async fn bad_file_key(client: &reqwest::Client, url: &str) -> Result<((), String)> {
+    let response = client
+        .post(format!("{url}/analyze"))
+        .json(&json!({ "fileKey": "../etc/passwd" }))
+        .send()
+        .await
+        .context("POST /analyze")?;
+    let body = json_response(response, "POST /analyze with a bad fileKey", 400).await?;
+    if body["error"] != "InvalidRequest" || body["message"].as_str().is_none() {
+        bail!("a bad fileKey must give {{\"error\": \"InvalidRequest\", \"message\": ...}}, got {body}");
+    }
+    Ok(((), "400 InvalidRequest".to_owned()))
+}

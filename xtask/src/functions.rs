@@ -81,8 +81,3 @@ pub const FUNCTIONS: &[Function] = &[
         default_timeout_seconds: 10,
     },
 ];
-
-/// The function called `name`.
-pub fn function(name: &str) -> Option<&'static Function> {
-    FUNCTIONS.iter().find(|function| function.name == name)
-}

@@ -229,7 +229,7 @@ fn measure(
         .current_dir(&workload.root)
         .env("AWS_ENDPOINT_URL", endpoint)
         .env(crate::config::ENVIRONMENTS_DIR_ENV, environments)
-        .env(crate::local::cloud::STATE_DIR_ENV, &workload.state_dir)
+        .env(crate::local::layout::STATE_DIR_ENV, &workload.state_dir)
         .env(crate::calls::CALL_LOG_ENV, &counts_file)
         .env(crate::calls::CALL_TRACE_ENV, &trace_file)
         .env("XTASK_LOG", "warn")

@@ -28,7 +28,8 @@ use crate::bench::deploy::{self, Operation, OperationRun, Workload};
 use crate::bench::latency;
 use crate::bench::proxy::LatencyProxy;
 use crate::bench::report::{self, BuildTimes, DeployReport, DriftReport, Machine, OperationReport, Report, Size};
-use crate::local::cloud::{self, LocalConfig, Overrides};
+use crate::local::cloud;
+use crate::local::layout::{self, LocalConfig, Overrides};
 use crate::manifest::Manifest;
 use crate::ops;
 use crate::process;
@@ -304,7 +305,7 @@ impl PrivateCloud {
 
     /// Forgets everything the emulator holds.
     fn reset(&self) -> Result<()> {
-        let address = cloud::loopback_address(&self.config.endpoint)?;
+        let address = layout::loopback_address(&self.config.endpoint)?;
         let (status, body) = cloud::http_post(address, "/moto-api/reset", Duration::from_secs(30))
             .with_context(|| format!("resetting the emulator at {}", self.config.endpoint))?;
         if status != 200 {

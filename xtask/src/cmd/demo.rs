@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use super::console::Console;
-use crate::local::cloud::{LocalConfig, Overrides};
+use crate::local::layout::{LocalConfig, Overrides};
 use crate::ops::{self, deploy::DeployOptions};
 use crate::session::Session;
 use crate::venv::Venv;

@@ -11,9 +11,10 @@ use clap::{Args, Subcommand};
 
 use super::console::Console;
 use crate::config::{environments_dir, Environment};
-use crate::local::cloud::{self, LocalConfig, Overrides, StateDir};
+use crate::local::cloud;
 use crate::local::dataplane::{self, ServeOptions};
 use crate::local::discovery::DEFAULT_REGION;
+use crate::local::layout::{LocalConfig, Overrides, StateDir};
 use crate::ops;
 use crate::workspace;
 

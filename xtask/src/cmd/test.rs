@@ -1,5 +1,6 @@
-//! `cargo xtask test`: the one test command. It installs what the tests need, runs every
-//! test in the workspace, and checks that release builds are reproducible.
+//! `cargo xtask test`: the one test command. It checks formatting and lints, installs what
+//! the tests need, runs every test in the workspace, and checks that release builds are
+//! reproducible.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -26,6 +27,16 @@ pub struct TestArgs {
 
 pub fn run(args: &TestArgs) -> Result<()> {
     let root = workspace::root();
+    // The style checks first, so that a style error fails at once.
+    process::run(Command::new("cargo").args(["fmt", "--all", "--check"]).current_dir(&root))
+        .context("the code is not formatted as rustfmt.toml says: run `cargo fmt --all`")?;
+    process::run(
+        Command::new("cargo")
+            .args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
+            .current_dir(&root),
+    )
+    .context("clippy found warnings")?;
+    println!("test: cargo fmt and cargo clippy found nothing");
     Venv::ensure(&root)?;
     // The end-to-end tests deploy the real Lambda artifacts.
     ops::build::build(&Console::new(), false)?;

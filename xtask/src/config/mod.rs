@@ -20,7 +20,7 @@ use serde::de::IgnoredAny;
 use serde::Serialize;
 
 use crate::arch::Arch;
-use crate::functions::FUNCTIONS;
+use crate::functions::{Function, FUNCTIONS};
 use crate::workspace;
 
 mod diagnostics;
@@ -42,10 +42,6 @@ pub const ACCOUNT_ID_PLACEHOLDER: &str = "{account_id}";
 
 /// `upload_url_expiry_seconds` when the file does not set it.
 pub const DEFAULT_UPLOAD_URL_EXPIRY_SECONDS: u32 = 300;
-
-/// Lambda's own defaults, used only for a function that [`default_settings`] does not know.
-const LAMBDA_DEFAULTS: FunctionSettings =
-    FunctionSettings { memory_mb: 128, timeout_seconds: 3, architecture: Arch::X86_64 };
 
 /// One environment, resolved: every optional value filled in, every function present.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,18 +104,14 @@ pub struct LocalSettings {
     pub api_port: u16,
 }
 
-/// The settings a function gets when the file leaves them out. The one place these live.
-pub fn default_settings(function: &str) -> FunctionSettings {
-    explicit_default_settings(function).unwrap_or(LAMBDA_DEFAULTS)
-}
-
-fn explicit_default_settings(function: &str) -> Option<FunctionSettings> {
-    let function = crate::functions::function(function)?;
-    Some(FunctionSettings {
+/// The settings a function gets when the file leaves them out: its row of [`FUNCTIONS`], on
+/// x86_64.
+pub fn default_settings(function: &Function) -> FunctionSettings {
+    FunctionSettings {
         memory_mb: function.default_memory_mb,
         timeout_seconds: function.default_timeout_seconds,
         architecture: Arch::X86_64,
-    })
+    }
 }
 
 /// The variable that points every command at another environments directory instead of
@@ -229,7 +221,7 @@ impl Environment {
         let functions = FUNCTIONS
             .iter()
             .map(|f| {
-                let defaults = default_settings(f.name);
+                let defaults = default_settings(f);
                 let o = overrides.get(f.name);
                 let settings = FunctionSettings {
                     memory_mb: o.and_then(|o| o.memory_mb).map_or(defaults.memory_mb, |m| m.0),

@@ -106,7 +106,8 @@ fn omitted_functions_and_fields_get_their_defaults() {
 #[test]
 fn every_function_has_explicit_defaults() {
     for f in FUNCTIONS {
-        assert!(explicit_default_settings(f.name).is_some(), "{}", f.name);
+        let defaults = default_settings(f);
+        assert_eq!((defaults.memory_mb, defaults.timeout_seconds), (f.default_memory_mb, f.default_timeout_seconds));
     }
 }
 

@@ -23,7 +23,8 @@ use super::graph::{CycleError, Dag};
 use super::plan::{Action, Plan, Step};
 use super::provider::{Created, Provider};
 use super::resource::{resolve, Inputs, Kind, Reference, Resolved, Resource, ResourceId};
-use crate::state::journal::{Change, Journal, Ticket};
+use crate::state::journal::{Journal, Ticket};
+use crate::state::Change;
 use crate::state::writer::StateWriter;
 use crate::state::{Operation, Pending, ResourceState, StateStore, StoreError};
 
@@ -65,8 +66,6 @@ impl Observer for Silent {
 #[derive(Debug)]
 pub struct Report {
     pub outcomes: BTreeMap<ResourceId, Outcome>,
-    /// Steps in the order they finished, for tests of ordering.
-    pub finished: Vec<ResourceId>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
 }
@@ -171,7 +170,6 @@ pub async fn apply<P: Provider, S: StateStore>(
         dag.ids().map(|id| (id.clone(), dag.dependencies(id).len())).collect();
     let mut ready: BTreeSet<ResourceId> = waiting.iter().filter(|(_, n)| **n == 0).map(|(id, _)| id.clone()).collect();
     let mut outcomes: BTreeMap<ResourceId, Outcome> = BTreeMap::new();
-    let mut finished = Vec::new();
     let mut stopped: Option<String> = None;
     let mut state_error: Option<StoreError> = None;
     let mut running: JoinSet<(ResourceId, Event)> = JoinSet::new();
@@ -249,7 +247,6 @@ pub async fn apply<P: Provider, S: StateStore>(
                     }
                 };
                 observer.finished(&steps[&id], &outcome);
-                finished.push(id.clone());
                 outcomes.insert(id, outcome);
             }
             () = cancelled(&mut cancel), if stopped.is_none() => {
@@ -278,7 +275,7 @@ pub async fn apply<P: Provider, S: StateStore>(
     if let Some(error) = state_error {
         return Err(ApplyError::State(error));
     }
-    Ok(Report { outcomes, finished, stopped })
+    Ok(Report { outcomes, stopped })
 }
 
 /// What a step task reports: the cloud work is done (with the result's journal entry queued,

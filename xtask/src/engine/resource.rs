@@ -62,19 +62,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
-        Kind::Bucket,
-        Kind::Role,
-        Kind::LogGroup,
-        Kind::Function,
-        Kind::Alias,
-        Kind::HttpApi,
-        Kind::Integration,
-        Kind::Route,
-        Kind::Stage,
-        Kind::Permission,
-    ];
-
     /// The name users of Terraform's AWS provider know the kind by, for plan output.
     pub const fn type_name(self) -> &'static str {
         match self {

@@ -41,9 +41,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::cloud::{ServedApi, StateDir, CONTROL_PREFIX, HEALTH_PATH, LOCAL_ENVIRONMENT};
 use super::discovery::{self, Api, ControlPlane, Cors, Function, Snapshot, TEST_CREDENTIALS};
 use super::event::{self, EventContext};
+use super::layout::{ServedApi, StateDir, CONTROL_PREFIX, HEALTH_PATH, LOCAL_ENVIRONMENT};
 use super::runtime::{extract_bootstrap, FunctionSpec, InvokeError, Runtime, RuntimeConfig};
 
 /// API Gateway's limit on a request payload.

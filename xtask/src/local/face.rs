@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::cloud::{LocalConfig, ProcessStatus, StateDir};
-use super::procs::{self, Liveness, PidFile};
+use super::layout::{LocalConfig, StateDir};
+use super::procs::{self, Liveness, ProcessStatus};
 use crate::process;
 
 /// The crate and binary of the service.
@@ -23,19 +23,6 @@ pub const PACKAGE: &str = "local-rekognition";
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// The line the service prints when it is ready, followed by its URL.
 const READY: &str = "local-rekognition listening on ";
-
-impl StateDir {
-    pub fn face_pid(&self) -> PidFile {
-        PidFile::new(self.dir().join("face.pid"))
-    }
-    pub fn face_log(&self) -> PathBuf {
-        self.dir().join("face.log")
-    }
-    /// Where the models are cached, with their licences.
-    pub fn models_dir(&self) -> PathBuf {
-        self.dir().join("models")
-    }
-}
 
 fn status(state: &StateDir, pid: Option<u32>, address: String, healthy: bool, note: String) -> ProcessStatus {
     ProcessStatus { name: "face", pid, address, healthy, note, log: state.face_log() }

@@ -6,5 +6,6 @@ pub mod dataplane;
 pub mod discovery;
 pub mod event;
 pub mod face;
+pub mod layout;
 pub mod procs;
 pub mod runtime;

@@ -349,6 +349,31 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     tail.iter().map(|line| format!("    {line}")).collect::<Vec<_>>().join("\n")
 }
 
+/// One process of the local cloud, as `up` and `status` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessStatus {
+    pub name: &'static str,
+    /// None when it does not run (or was not started by xtask).
+    pub pid: Option<u32>,
+    pub address: String,
+    pub healthy: bool,
+    /// What `up` did: started, already running, external.
+    pub note: String,
+    pub log: PathBuf,
+}
+
+impl std::fmt::Display for ProcessStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pid = self.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+        let health = match (self.healthy, self.pid) {
+            (true, _) => "healthy",
+            (false, Some(_)) => "NOT healthy",
+            (false, None) => "-",
+        };
+        write!(f, "{:<10} pid {:<8} {:<26} {:<12} {}", self.name, pid, self.address, health, self.note)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

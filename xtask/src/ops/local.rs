@@ -4,7 +4,8 @@
 use anyhow::Result;
 
 use super::ui::Ui;
-use crate::local::cloud::{self, LocalConfig, Status};
+use crate::local::cloud::{self, Status};
+use crate::local::layout::LocalConfig;
 
 /// Starts what of the local cloud does not run yet, waits until it is healthy, and says what
 /// runs, which APIs it serves, and where the logs are.

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::engine::resource::ResourceId;
 use crate::functions::FUNCTIONS;
-use crate::local::cloud::{LocalConfig, Overrides};
+use crate::local::layout::{LocalConfig, Overrides};
 use crate::session::Session;
 use crate::state::StateFile;
 

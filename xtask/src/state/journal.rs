@@ -23,38 +23,7 @@ use tokio::sync::{oneshot, Mutex};
 
 use super::store::{StateStore, StoreError};
 use super::writer::StateWriter;
-use super::{Pending, ResourceState, StateFile};
-use crate::engine::resource::ResourceId;
-
-/// One change to the state document.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// An operation is about to touch the cloud.
-    Begin(ResourceId, Pending),
-    /// A resource was created, updated or adopted; its pending entry is cleared.
-    Recorded(ResourceId, ResourceState),
-    /// A resource was deleted; its pending entry is cleared.
-    Deleted(ResourceId),
-}
-
-impl Change {
-    /// Makes the change to `state`, in memory.
-    pub(super) fn apply(self, state: &mut StateFile) {
-        match self {
-            Change::Begin(id, pending) => {
-                state.pending.insert(id, pending);
-            }
-            Change::Recorded(id, resource) => {
-                state.pending.remove(&id);
-                state.resources.insert(id, resource);
-            }
-            Change::Deleted(id) => {
-                state.pending.remove(&id);
-                state.resources.remove(&id);
-            }
-        }
-    }
-}
+use super::{Change, StateFile};
 
 struct Queued {
     change: Change,
@@ -161,9 +130,9 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::engine::resource::Kind;
+    use crate::engine::resource::{Kind, ResourceId};
     use crate::state::memory::{MemoryStore, SaveFault};
-    use crate::state::Operation;
+    use crate::state::{Operation, Pending, ResourceState};
 
     fn pending(name: &str) -> Pending {
         Pending {

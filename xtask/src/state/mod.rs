@@ -14,6 +14,7 @@ use crate::engine::resource::{Inputs, Kind, Outputs, ResourceId};
 
 pub mod journal;
 pub mod lock;
+#[cfg(test)]
 pub mod memory;
 pub mod s3;
 pub mod store;
@@ -107,4 +108,34 @@ pub struct Pending {
     pub depends_on: BTreeSet<ResourceId>,
     /// RFC 3339 time the operation started.
     pub started_at: String,
+}
+
+/// One change to the state document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// An operation is about to touch the cloud.
+    Begin(ResourceId, Pending),
+    /// A resource was created, updated or adopted; its pending entry is cleared.
+    Recorded(ResourceId, ResourceState),
+    /// A resource was deleted; its pending entry is cleared.
+    Deleted(ResourceId),
+}
+
+impl Change {
+    /// Makes the change to `state`, in memory.
+    fn apply(self, state: &mut StateFile) {
+        match self {
+            Change::Begin(id, pending) => {
+                state.pending.insert(id, pending);
+            }
+            Change::Recorded(id, resource) => {
+                state.pending.remove(&id);
+                state.resources.insert(id, resource);
+            }
+            Change::Deleted(id) => {
+                state.pending.remove(&id);
+                state.resources.remove(&id);
+            }
+        }
+    }
 }

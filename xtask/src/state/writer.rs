@@ -16,9 +16,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::journal::Change;
 use super::store::{StateStore, StoreError, Versioned};
-use super::{Pending, ResourceState, StateFile, FORMAT_VERSION};
+use super::{Change, Pending, ResourceState, StateFile, FORMAT_VERSION};
 use crate::engine::resource::ResourceId;
 
 /// Owns one environment's state document for a run. See the module docs.
@@ -71,21 +70,25 @@ impl<S: StateStore> StateWriter<S> {
 
     /// The version tag the document was last written or loaded with; `None` while it has
     /// never been written.
+    #[cfg(test)]
     pub fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
     }
 
     /// Where the document lives.
+    #[cfg(test)]
     pub fn location(&self) -> String {
         self.store.location()
     }
 
     /// The store, e.g. to take the lock on it.
+    #[cfg(test)]
     pub fn store(&self) -> &Arc<S> {
         &self.store
     }
 
     /// Journals an operation before the cloud is touched.
+    #[cfg(test)]
     pub async fn begin(&mut self, id: ResourceId, pending: Pending) -> Result<(), StoreError> {
         self.update(|state| Change::Begin(id, pending).apply(state)).await
     }
@@ -125,6 +128,7 @@ impl<S: StateStore> StateWriter<S> {
 
     /// Writes the document if it has never been written, so that the environment's lineage
     /// is fixed from now on.
+    #[cfg(test)]
     pub async fn persist(&mut self) -> Result<(), StoreError> {
         self.resolve_unconfirmed().await?;
         if self.etag.is_some() {

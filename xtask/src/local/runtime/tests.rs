@@ -1,11 +1,17 @@
 //! The runtime against small Python bootstraps that speak the Runtime API (python3 is a
 //! prerequisite of the project), plus the pure parts.
 
+use std::io::{Cursor, Write};
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use hyper::Method;
+
+use super::api::{diagnostic, route, Route};
+use super::pool::fingerprint;
 use super::*;
 
 /// The real interpreter (not a pyenv shim, which needs `HOME`, absent in a function's env).

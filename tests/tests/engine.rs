@@ -1153,6 +1153,18 @@ async fn destroy_leaves_nothing_of_the_stack_but_the_state_bucket() {
     assert!(state.pending.is_empty(), "nothing pending: {:?}", state.pending);
     assert!(aws.lock().await.is_none(), "the lock is released");
 
+    // The destroy is a deployment in the history, and nothing can be promoted from it.
+    let history = xtask(&moto, &["history", "--env", ENV, "--json"]);
+    history.assert_success("history");
+    let deployments: Value = serde_json::from_str(&history.stdout).expect("history --json prints JSON");
+    let last = deployments.as_array().and_then(|all| all.last()).expect("a deployment");
+    assert_eq!(last["kind"], "destroy", "{last}");
+    assert_eq!(last["removed"].as_array().map(Vec::len), Some(STACK_SIZE), "{last}");
+    let promote = xtask(&moto, &["promote", "--from", ENV, "--to", "dev", "--yes", "--force"]);
+    assert_eq!(promote.code(), Some(1), "promoting a destroyed environment fails:\n{}", promote.stderr);
+    assert!(promote.stderr.contains("was destroyed by deployment"), "{}", promote.stderr);
+    assert_eq!(promote.mutations(), BTreeMap::new(), "a refused promotion changes nothing");
+
     let again = xtask(&moto, &["destroy", "--env", ENV, "--yes"]);
     again.assert_success("a second destroy");
     assert_eq!(again.mutations(), BTreeMap::new(), "a second destroy has nothing to do:\n{}", again.stdout);

@@ -319,9 +319,12 @@ async fn head_object_failure_is_an_opaque_502() {
     assert!(!message.contains("500"), "{message}");
 }
 
+/// A Rekognition error, and the status and error code the API answers it with.
+type ErrorCase = (fn() -> DetectFacesError, StatusCode, &'static str);
+
 #[tokio::test]
 async fn rekognition_errors_map_to_http_statuses() {
-    let cases: [(fn() -> DetectFacesError, StatusCode, &str); 7] = [
+    let cases: [ErrorCase; 7] = [
         (
             || DetectFacesError::InvalidImageFormatException(rk_error::InvalidImageFormatException::builder().build()),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

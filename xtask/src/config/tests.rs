@@ -91,7 +91,7 @@ fn omitted_functions_and_fields_get_their_defaults() {
         env.functions["analyze"],
         FunctionSettings { memory_mb: 1024, timeout_seconds: 10, architecture: Arch::X86_64 }
     );
-    assert_eq!(env.functions["upload-url"], default_settings("upload-url"));
+    assert_eq!(env.functions["upload-url"], default_settings(&FUNCTIONS[0]));
     assert_eq!(env.functions["upload-url"].timeout_seconds, 5);
     assert_eq!(env.upload_url_expiry_seconds, 300);
 

@@ -24,8 +24,8 @@ use super::plan::{Action, Plan, Step};
 use super::provider::{Created, Provider};
 use super::resource::{resolve, Inputs, Kind, Reference, Resolved, Resource, ResourceId};
 use crate::state::journal::{Journal, Ticket};
-use crate::state::Change;
 use crate::state::writer::StateWriter;
+use crate::state::Change;
 use crate::state::{Operation, Pending, ResourceState, StateStore, StoreError};
 
 /// How a step ended.

@@ -37,6 +37,8 @@ pub struct ApplyOptions {
     pub lock_timeout: Duration,
     /// Re-read every recorded resource first (`deploy --refresh`).
     pub refresh: bool,
+    /// The environment has no state yet, so its state bucket may have to be created.
+    pub first: bool,
 }
 
 /// What the environment should become.
@@ -110,8 +112,7 @@ pub struct Record {
     pub warning: Option<String>,
 }
 
-/// Applies `desired` under the lock and records the deployment. `first` says that the
-/// environment has no state yet, so that its state bucket may have to be created.
+/// Applies `desired` under the lock and records the deployment.
 pub async fn apply_and_record(
     ui: &dyn Ui,
     session: &Session,
@@ -120,9 +121,8 @@ pub async fn apply_and_record(
     provider: AwsProvider,
     options: &ApplyOptions,
     record: Record,
-    first: bool,
 ) -> Result<Outcome> {
-    if first {
+    if options.first {
         let transport = Transport::for_endpoint(crate::aws::endpoint(&session.env).as_deref());
         ensure_bucket(&session.clients.s3, &session.state_bucket, &session.env.region, transport).await?;
     }

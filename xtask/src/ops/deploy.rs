@@ -62,6 +62,7 @@ pub async fn deploy(ui: &dyn Ui, options: &DeployOptions) -> Result<Outcome> {
         parallelism: options.parallelism,
         lock_timeout: options.lock_timeout,
         refresh: options.refresh,
+        first: state.is_none(),
     };
     let record = Record {
         origin: Origin::Deploy,
@@ -71,7 +72,5 @@ pub async fn deploy(ui: &dyn Ui, options: &DeployOptions) -> Result<Outcome> {
         warning: None,
     };
     let provider = session.provider(Some(&manifest));
-    let first = state.is_none();
-    apply::apply_and_record(ui, &session, &account_id, Desired::Stack(desired), provider, &apply_options, record, first)
-        .await
+    apply::apply_and_record(ui, &session, &account_id, Desired::Stack(desired), provider, &apply_options, record).await
 }

@@ -47,6 +47,7 @@ pub async fn destroy(ui: &dyn Ui, options: &DestroyOptions) -> Result<Outcome> {
         parallelism: options.parallelism,
         lock_timeout: options.lock_timeout,
         refresh: false,
+        first: false,
     };
     let record = Record {
         // What was removed is filled in from the plan made under the lock.
@@ -57,5 +58,5 @@ pub async fn destroy(ui: &dyn Ui, options: &DestroyOptions) -> Result<Outcome> {
         warning: None,
     };
     let provider = session.provider(None);
-    apply::apply_and_record(ui, &session, &account_id, Desired::Nothing, provider, &apply_options, record, false).await
+    apply::apply_and_record(ui, &session, &account_id, Desired::Nothing, provider, &apply_options, record).await
 }

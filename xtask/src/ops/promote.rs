@@ -113,6 +113,7 @@ async fn promote_from(ui: &dyn Ui, args: &PromoteOptions, from: &str) -> Result<
         parallelism: args.parallelism,
         lock_timeout: args.lock_timeout,
         refresh: false,
+        first: false,
     };
     let record = Record {
         origin: Origin::Promote {
@@ -128,8 +129,7 @@ async fn promote_from(ui: &dyn Ui, args: &PromoteOptions, from: &str) -> Result<
     // The provider has no local zips: the code can only come from the artifact store.
     let provider = target.provider(None);
     let outcome =
-        apply::apply_and_record(ui, &target, &account_id, Desired::Stack(desired), provider, &options, record, false)
-            .await?;
+        apply::apply_and_record(ui, &target, &account_id, Desired::Stack(desired), provider, &options, record).await?;
     if outcome == Outcome::NoChanges {
         ui.say(&format!(
             "`{}` already serves `{from}` deployment #{}'s code with its configuration.",

@@ -42,6 +42,7 @@ pub async fn rollback(ui: &dyn Ui, options: &RollbackOptions) -> Result<Outcome>
         parallelism: 10,
         lock_timeout: options.lock_timeout,
         refresh: false,
+        first: false,
     };
     roll_back(ui, &session, &account_id, &history, &target, false, &apply_options).await
 }
@@ -75,8 +76,7 @@ pub(super) async fn roll_back(
     };
     let desired = Desired::AliasesAt(target.versions());
     let outcome =
-        apply::apply_and_record(ui, session, account_id, desired, session.provider(None), options, record, false)
-            .await?;
+        apply::apply_and_record(ui, session, account_id, desired, session.provider(None), options, record).await?;
     if outcome == Outcome::NoChanges {
         ui.say(&format!("`{}` already serves the versions of deployment #{}.", session.env.name, target.id));
     }

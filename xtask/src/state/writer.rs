@@ -17,7 +17,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::store::{StateStore, StoreError, Versioned};
-use super::{Change, Pending, ResourceState, StateFile, FORMAT_VERSION};
+#[cfg(test)]
+use super::Pending;
+use super::{Change, ResourceState, StateFile, FORMAT_VERSION};
 use crate::engine::resource::ResourceId;
 
 /// Owns one environment's state document for a run. See the module docs.

@@ -24,6 +24,29 @@ pub fn partition(region: &str) -> &'static str {
     }
 }
 
+/// An object's bytes; `None` when it (or its bucket) does not exist.
+pub async fn get_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    use anyhow::Context as _;
+    match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(object) => {
+            let bytes = object.body.collect().await.with_context(|| format!("reading s3://{bucket}/{key}"))?;
+            Ok(Some(bytes.into_bytes().to_vec()))
+        }
+        Err(error) => {
+            let missing = error.as_service_error().is_some_and(|e| e.is_no_such_key())
+                || error.raw_response().is_some_and(|raw| raw.status().as_u16() == 404);
+            if missing {
+                Ok(None)
+            } else {
+                Err(anyhow::anyhow!(
+                    "S3 GetObject s3://{bucket}/{key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(error)
+                ))
+            }
+        }
+    }
+}
+
 /// A bucket policy denying every request to `bucket` and its objects not made over TLS.
 pub fn tls_only_policy(partition: &str, bucket: &str) -> serde_json::Value {
     let arn = format!("arn:{partition}:s3:::{bucket}");

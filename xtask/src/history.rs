@@ -44,6 +44,13 @@ pub struct SmokeTest {
     pub steps: Vec<StepResult>,
 }
 
+impl SmokeTest {
+    /// The first step that failed, if any.
+    pub fn first_failure(&self) -> Option<&StepResult> {
+        self.steps.iter().find(|step| !step.passed)
+    }
+}
+
 /// The latest smoke test recorded in a state document.
 pub fn latest_smoke_test(state: &StateFile) -> Option<SmokeTest> {
     match state.records.get(SMOKE_TESTS_RECORD)? {
@@ -297,7 +304,7 @@ impl History {
         current.smoke_test = Some(SmokeOutcome {
             time: test.time.clone(),
             passed: test.passed,
-            failed_step: test.steps.iter().find(|step| !step.passed).map(|step| step.name.clone()),
+            failed_step: test.first_failure().map(|step| step.name.clone()),
         });
         true
     }
@@ -321,7 +328,7 @@ impl History {
             });
         }
         if !test.passed {
-            let step = test.steps.iter().find(|step| !step.passed).map_or("?", |step| step.name.as_str());
+            let step = test.first_failure().map_or("?", |step| step.name.as_str());
             return refuse(Refusal::Failed { env: self.env.clone(), time: test.time.clone(), step: step.to_owned() });
         }
         Ok(current)

@@ -1,3 +1,5 @@
+//! `cargo xtask`: parses the command line and runs the command (see [`xtask::cmd`]).
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

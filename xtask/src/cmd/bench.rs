@@ -306,7 +306,7 @@ impl PrivateCloud {
     /// Forgets everything the emulator holds.
     fn reset(&self) -> Result<()> {
         let address = layout::loopback_address(&self.config.endpoint)?;
-        let (status, body) = cloud::http_post(address, "/moto-api/reset", Duration::from_secs(30))
+        let (status, body) = crate::local::http::http_post(address, "/moto-api/reset", Duration::from_secs(30))
             .with_context(|| format!("resetting the emulator at {}", self.config.endpoint))?;
         if status != 200 {
             bail!("resetting the emulator at {} answered {status}: {body}", self.config.endpoint);

@@ -49,7 +49,7 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
     heading("Smoke test");
     let result = runtime.block_on(ops::smoke_test::smoke_test(ENV))?;
     print!("{}", ops::smoke_test::render(ENV, &result));
-    if let Some(failed) = result.steps.iter().find(|step| !step.passed) {
+    if let Some(failed) = result.first_failure() {
         bail!("smoke test failed at `{}`: {}", failed.name, failed.detail);
     }
     println!("Smoke test passed.");

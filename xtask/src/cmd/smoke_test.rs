@@ -22,7 +22,7 @@ pub fn run(args: &SmokeTestArgs) -> Result<()> {
     } else {
         print!("{}", ops::smoke_test::render(&args.env.name, &result));
     }
-    if let Some(failed) = result.steps.iter().find(|step| !step.passed) {
+    if let Some(failed) = result.first_failure() {
         bail!("smoke test failed at `{}`: {}", failed.name, failed.detail);
     }
     if !args.json {

@@ -1,75 +1,28 @@
-//! The local cloud: the AWS emulator (moto server) plus the data plane, run in the
-//! background by `cargo xtask local up`, found again through their pid files by `status`
-//! and `down`.
+//! Starting, finding and stopping the local cloud's processes: `local up` starts the
+//! emulator ([`super::moto`]), the face service ([`super::face`]) and the data plane in the
+//! background; `status` and `down` find them again through their pid files.
 //!
 //! Everything lives in one state directory (`target/local` unless `--state-dir` says
 //! otherwise; see [`super::layout`]), so several local clouds can run side by side in tests.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
+use super::http::{http_get, listens};
 use super::layout::{loopback_address, LocalConfig, Overrides, ServedApi, StateDir, HEALTH_PATH};
-use super::procs::{self, Liveness, PidFile, ProcessStatus, Recorded, Stopped};
+use super::moto::{emulator_answers, ensure_moto, moto_healthy};
+use super::procs::{self, record, wait_until, Liveness, ProcessStatus, Stopped};
 use crate::config::{environments_dir, Environment};
-use crate::venv::Venv;
 
-/// How long `up` waits for each process to become healthy.
-const MOTO_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `up` waits for the data plane to become healthy.
 const DATAPLANE_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `down` waits after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// Whether anything accepts connections at `address`.
-pub fn listens(address: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&address, Duration::from_millis(300)).is_ok()
-}
-
-/// A minimal HTTP/1.1 GET for health checks: the status code and body. No dependencies, no
-/// runtime: `up`, `status` and `down` are synchronous.
-pub fn http_get(address: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-    http_request(address, "GET", path, timeout)
-}
-
-/// An empty `POST` to `address`; (status, body).
-pub fn http_post(address: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-    http_request(address, "POST", path, timeout)
-}
-
-fn http_request(address: SocketAddr, method: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&address, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: */*\r\nContent-Length: 0\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Ok((status, body))
-}
-
-/// Whether moto answers at `address` (`GET /moto-api/` is 200).
-pub fn moto_healthy(address: SocketAddr) -> bool {
-    matches!(http_get(address, "/moto-api/", Duration::from_secs(2)), Ok((200, _)))
-}
-
-/// Whether an emulator (any HTTP server) answers at `address`.
-fn emulator_answers(address: SocketAddr) -> bool {
-    http_get(address, "/", Duration::from_secs(2)).is_ok()
-}
 
 /// The data plane's health answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,72 +67,6 @@ pub fn start_emulator(config: &LocalConfig) -> Result<ProcessStatus> {
     std::fs::create_dir_all(config.state_dir.dir())
         .with_context(|| format!("creating {}", config.state_dir.dir().display()))?;
     Ok(ensure_moto(config)?.0)
-}
-
-/// Starts moto unless it (or another emulator) already answers at the endpoint.
-fn ensure_moto(config: &LocalConfig) -> Result<(ProcessStatus, Option<Recorded>)> {
-    let state = &config.state_dir;
-    let address = loopback_address(&config.endpoint)?;
-    let pid_file = state.moto_pid();
-    let status = |pid, healthy, note: &str| ProcessStatus {
-        name: "moto",
-        pid,
-        address: config.endpoint.clone(),
-        healthy,
-        note: note.to_owned(),
-        log: state.moto_log(),
-    };
-    match pid_file.liveness()? {
-        Liveness::Running(recorded) => {
-            if recorded.address() != config.endpoint {
-                bail!(
-                    "moto started by xtask already runs at {} (pid {}), not at {}; run `cargo xtask local down` first",
-                    recorded.address(),
-                    recorded.pid,
-                    config.endpoint
-                );
-            }
-            if !wait_until(Duration::from_secs(10), || moto_healthy(address), || true) {
-                bail!(
-                    "moto (pid {}) runs at {} but is not healthy; see {}:\n{}",
-                    recorded.pid,
-                    config.endpoint,
-                    state.moto_log().display(),
-                    procs::log_tail(&state.moto_log(), 20)
-                );
-            }
-            return Ok((status(Some(recorded.pid), true, "already running"), None));
-        }
-        Liveness::Stale(_) => pid_file.remove()?,
-        Liveness::NoFile => {}
-    }
-    if listens(address) {
-        if !emulator_answers(address) {
-            bail!("something listens at {} but does not answer HTTP; it is not an emulator", config.endpoint);
-        }
-        return Ok((status(None, true, "not started by xtask: left running by `down`"), None));
-    }
-    let venv = Venv::ensure(&config.root)?;
-    let server = venv.bin("moto_server");
-    let mut command = Command::new(&server);
-    command.args(["-H", &address.ip().to_string(), "-p", &address.port().to_string()]);
-    let log = state.moto_log();
-    let _ = std::fs::remove_file(&log);
-    let pid = procs::spawn_detached(&mut command, &log)?;
-    let recorded = record(&pid_file, pid, &config.endpoint)?;
-    let healthy = wait_until(MOTO_START_TIMEOUT, || moto_healthy(address), || procs::is_running(pid));
-    if !healthy {
-        let _ = procs::stop(&recorded, Duration::from_secs(2));
-        pid_file.remove()?;
-        bail!(
-            "moto_server (pid {pid}) {} at {}; see {}:\n{}",
-            if procs::is_running(pid) { "did not become healthy" } else { "exited before it was healthy" },
-            config.endpoint,
-            log.display(),
-            procs::log_tail(&log, 20)
-        );
-    }
-    Ok((status(Some(pid), true, "started"), Some(recorded)))
 }
 
 /// Starts the data plane (`xtask local serve`) unless it already runs.
@@ -265,26 +152,6 @@ fn ensure_dataplane(config: &LocalConfig) -> Result<ProcessStatus> {
         );
     }
     Ok(status(pid, "started"))
-}
-
-/// Records a process just started; when that fails, stops it, so that no process runs
-/// that `down` could not find.
-fn record(pid_file: &PidFile, pid: u32, address: &str) -> Result<Recorded> {
-    pid_file.write(pid, address).inspect_err(|_| procs::kill_child(pid))
-}
-
-/// Polls `healthy` until it holds (true), `alive` fails, or `timeout` passes (false).
-fn wait_until(timeout: Duration, mut healthy: impl FnMut() -> bool, mut alive: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if healthy() {
-            return true;
-        }
-        if !alive() || Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// What `down` did to one process.

@@ -1,11 +1,14 @@
-//! The local data plane: serves deployed HTTP APIs and runs the deployed Lambda artifacts
-//! on this machine, because the AWS emulator does not execute Lambdas.
+//! The local cloud: the AWS emulator (moto), the local face-analysis service, and the data
+//! plane that serves deployed HTTP APIs and runs the deployed Lambda artifacts on this
+//! machine, because the emulator does not execute Lambdas.
 
 pub mod cloud;
 pub mod dataplane;
 pub mod discovery;
 pub mod event;
 pub mod face;
+pub mod http;
 pub mod layout;
+pub mod moto;
 pub mod procs;
 pub mod runtime;

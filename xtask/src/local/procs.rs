@@ -374,6 +374,26 @@ impl std::fmt::Display for ProcessStatus {
     }
 }
 
+/// Records a process just started; when that fails, stops it, so that no process runs
+/// that `down` could not find.
+pub fn record(pid_file: &PidFile, pid: u32, address: &str) -> Result<Recorded> {
+    pid_file.write(pid, address).inspect_err(|_| kill_child(pid))
+}
+
+/// Polls `healthy` until it holds (true), `alive` fails, or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut healthy: impl FnMut() -> bool, mut alive: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if healthy() {
+            return true;
+        }
+        if !alive() || Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

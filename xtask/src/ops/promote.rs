@@ -21,6 +21,7 @@ use base64::Engine as _;
 use super::apply::{self, ApplyOptions, Desired, Outcome, Record};
 use super::smoke_test;
 use super::ui::{ensure_can_confirm, Ui};
+use crate::aws::get_object;
 use crate::history::{latest_smoke_test, History, HistoryError, Origin, PromotionCheck, Release};
 use crate::manifest::{Artifact, Manifest};
 use crate::session::Session;
@@ -145,7 +146,7 @@ async fn promote_from(ui: &dyn Ui, args: &PromoteOptions, from: &str) -> Result<
         ui.say(&format!("Promotion of `{from}` #{} to `{}` passed its smoke test.", deployment.id, args.to));
         return Ok(outcome);
     }
-    let failed = result.steps.iter().find(|step| !step.passed).map_or("?", |step| step.name.as_str()).to_owned();
+    let failed = result.first_failure().map_or("?", |step| step.name.as_str()).to_owned();
     let Some(previous) = previous else {
         bail!(
             "`{}` failed its smoke test at `{failed}` after the promotion, and has no earlier deployment to roll \
@@ -224,7 +225,7 @@ async fn copy_artifacts(
         let (from_key, to_key) = (from.artifact_key(&hex), to.artifact_key(&hex));
         let from_uri = format!("s3://{}/{from_key}", from.artifact_bucket);
         let to_uri = format!("s3://{}/{to_key}", to.artifact_bucket);
-        let Some(bytes) = get(&from.clients.s3, &from.artifact_bucket, &from_key).await? else {
+        let Some(bytes) = get_object(&from.clients.s3, &from.artifact_bucket, &from_key).await? else {
             bail!(
                 "the code of {function} ({base64}) is not in `{}`'s artifact store ({from_uri}); it cannot be \
                  promoted without a rebuild: deploy `{}` again",
@@ -237,7 +238,7 @@ async fn copy_artifacts(
             ui.say(&format!("  {function:<12} {from_uri} (shared store)"));
             continue;
         }
-        if let Some(existing) = get(&to.clients.s3, &to.artifact_bucket, &to_key).await? {
+        if let Some(existing) = get_object(&to.clients.s3, &to.artifact_bucket, &to_key).await? {
             verify(&existing, base64, &to_uri)?;
             ui.say(&format!("  {function:<12} already in {to_uri}"));
             continue;
@@ -253,7 +254,7 @@ async fn copy_artifacts(
             .send()
             .await
             .with_context(|| format!("copying {from_uri} to {to_uri}"))?;
-        let copied = get(&to.clients.s3, &to.artifact_bucket, &to_key)
+        let copied = get_object(&to.clients.s3, &to.artifact_bucket, &to_key)
             .await?
             .with_context(|| format!("{to_uri} is missing right after the copy"))?;
         verify(&copied, base64, &to_uri)?;
@@ -275,26 +276,4 @@ fn verify(bytes: &[u8], expected: &str, uri: &str) -> Result<()> {
         bail!("{uri} has SHA-256 {actual}, not {expected}: the artifact store is corrupt");
     }
     Ok(())
-}
-
-/// An object's bytes; `None` when it (or its bucket) does not exist.
-async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
-    match s3.get_object().bucket(bucket).key(key).send().await {
-        Ok(object) => {
-            let bytes = object.body.collect().await.with_context(|| format!("reading s3://{bucket}/{key}"))?;
-            Ok(Some(bytes.into_bytes().to_vec()))
-        }
-        Err(error) => {
-            let missing = error.as_service_error().is_some_and(|e| e.is_no_such_key())
-                || error.raw_response().is_some_and(|raw| raw.status().as_u16() == 404);
-            if missing {
-                Ok(None)
-            } else {
-                Err(anyhow::anyhow!(
-                    "S3 GetObject s3://{bucket}/{key}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(error)
-                ))
-            }
-        }
-    }
 }

@@ -1,0 +1,321 @@
+//! Serving: one listener per API port; a request matched to its route, invoked on its
+//! function, and answered as API Gateway answers, CORS included.
+
+use crate::local::discovery::{self, Api, Snapshot};
+use crate::local::event::{self, EventContext};
+use crate::local::layout::{CONTROL_PREFIX, HEALTH_PATH};
+use crate::local::runtime::InvokeError;
+
+use super::cors::{add_cors_headers, preflight};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+
+use super::*;
+
+impl DataPlane {
+    pub(super) fn spawn_listener(self: &Arc<Self>, listener: TcpListener, port: u16) {
+        let plane = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!("accepting on port {port}: {error}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let plane = Arc::clone(&plane);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let plane = Arc::clone(&plane);
+                        async move { Ok::<_, Infallible>(plane.handle(port, peer, request).await) }
+                    });
+                    if let Err(error) =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+                    {
+                        tracing::debug!("connection from {peer} on port {port}: {error}");
+                    }
+                });
+            }
+        });
+        self.listeners.lock().unwrap().push(task);
+    }
+
+    pub(super) async fn handle(
+        self: &Arc<Self>,
+        port: u16,
+        peer: SocketAddr,
+        request: Request<Incoming>,
+    ) -> HttpResponse {
+        let begun = Instant::now();
+        let arrived = SystemTime::now();
+        let method = request.method().clone();
+        let target = request.uri().path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+        if port == self.options.api_port && request.uri().path().starts_with(CONTROL_PREFIX) {
+            return self.control_endpoint(&method, request.uri().path());
+        }
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+                tracing::info!("port {port} {method} {target} -> 413 (body over {MAX_REQUEST_BYTES} bytes)");
+                return full(message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"));
+            }
+            Err(error) => {
+                tracing::info!("port {port} {method} {target} -> 400 (reading the body: {error})");
+                return full(message(StatusCode::BAD_REQUEST, "Bad Request"));
+            }
+        };
+        let request = Request::from_parts(parts, body);
+        let request_id = request_id();
+        let (mut response, what) = self.serve_api(port, peer, request, begun, arrived, &request_id).await;
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("apigw-requestid", value);
+        }
+        tracing::info!(
+            "port {port} {method} {target} -> {what} -> {} in {} ms",
+            response.status().as_u16(),
+            begun.elapsed().as_millis()
+        );
+        full(response)
+    }
+
+    pub(super) fn control_endpoint(&self, method: &Method, path: &str) -> HttpResponse {
+        let body = match (method, path) {
+            (&Method::GET, HEALTH_PATH) => json!({
+                "status": "ok",
+                "pid": std::process::id(),
+                "endpoint": self.options.endpoint,
+                "api_port": self.options.api_port,
+                "apis": self.served_apis().len(),
+                "last_error": *self.last_error.lock().unwrap(),
+            }),
+            (&Method::GET, "/_local/apis") => json!(self.served_apis()),
+            _ => return full(message(StatusCode::NOT_FOUND, "Not Found")),
+        };
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        full(response)
+    }
+
+    /// The API's answer to `request`, and what happened (for the log line).
+    pub(super) async fn serve_api(
+        self: &Arc<Self>,
+        port: u16,
+        peer: SocketAddr,
+        request: Request<Bytes>,
+        begun: Instant,
+        arrived: SystemTime,
+        request_id: &str,
+    ) -> (Response<Bytes>, String) {
+        let method = request.method().as_str().to_owned();
+        let path = request.uri().path().to_owned();
+        // What the request needs: its API, a route, the route's integration and function. A
+        // miss makes sure the configuration was read after the request arrived, so a deploy
+        // that finished before the request is served.
+        let mut refreshed = false;
+        let (snapshot, api_id) = loop {
+            let snapshot = self.snapshot();
+            let api_id = self.api_on(port);
+            let complete = api_id.as_deref().and_then(|id| snapshot.api(id)).is_some_and(|api| {
+                api.route(&method, &path).is_some_and(|matched| {
+                    matched
+                        .route
+                        .integration_id
+                        .as_ref()
+                        .and_then(|id| api.integrations.get(id))
+                        .is_some_and(|integration| snapshot.function_for(integration).is_some())
+                })
+            });
+            if complete || refreshed {
+                break (snapshot, api_id);
+            }
+            self.refresh_since(begun).await;
+            refreshed = true;
+        };
+        let Some(api) = api_id.as_deref().and_then(|id| snapshot.api(id)) else {
+            return (message(StatusCode::NOT_FOUND, "Not Found"), "no API on this port".to_owned());
+        };
+        let origin = request.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if let (Some(cors), Some(origin)) = (&api.cors, &origin) {
+            if request.method() == Method::OPTIONS
+                && request.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            {
+                return (preflight(cors, origin), format!("{} CORS preflight", api.id));
+            }
+        }
+        let (mut response, what) = self.invoke_route(api, &snapshot, port, peer, request, arrived, request_id).await;
+        if let (Some(cors), Some(origin)) = (&api.cors, &origin) {
+            add_cors_headers(&mut response, cors, origin);
+        }
+        (response, what)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn invoke_route(
+        self: &Arc<Self>,
+        api: &Api,
+        snapshot: &Snapshot,
+        port: u16,
+        peer: SocketAddr,
+        request: Request<Bytes>,
+        arrived: SystemTime,
+        request_id: &str,
+    ) -> (Response<Bytes>, String) {
+        let method = request.method().as_str().to_owned();
+        let path = request.uri().path().to_owned();
+        let Some(matched) = api.route(&method, &path) else {
+            return (message(StatusCode::NOT_FOUND, "Not Found"), format!("{} no route", api.id));
+        };
+        let route_key = matched.route.key.clone();
+        let what = |detail: &str| format!("{} {route_key} {detail}", api.id);
+        let Some(integration) = matched.route.integration_id.as_ref().and_then(|id| api.integrations.get(id)) else {
+            tracing::warn!("route {route_key} of API {} has no integration (target)", api.id);
+            return (internal_server_error(), what("(no integration)"));
+        };
+        if integration.kind != "AWS_PROXY" || discovery::function_of_uri(&integration.uri).is_none() {
+            tracing::warn!(
+                "route {route_key} of API {}: integration {} ({} {}) is not a Lambda proxy integration, which is all \
+                 the local data plane runs",
+                api.id,
+                integration.id,
+                integration.kind,
+                integration.uri
+            );
+            return (internal_server_error(), what("(unsupported integration)"));
+        }
+        if integration.payload_format_version != "2.0" {
+            tracing::warn!(
+                "integration {} of API {} uses payload format {}; the local data plane speaks 2.0 only",
+                integration.id,
+                api.id,
+                integration.payload_format_version
+            );
+            return (internal_server_error(), what("(payload format 1.0)"));
+        }
+        let Some(function) = snapshot.function_for(integration) else {
+            tracing::warn!("the function of integration {} ({}) does not exist", integration.id, integration.uri);
+            return (internal_server_error(), what("(no such function)"));
+        };
+        let function = match self.control.resolve(function).await {
+            Ok(function) => function,
+            Err(error) => {
+                tracing::error!("cannot resolve {}: {error:#}", function.name);
+                return (
+                    internal_server_error(),
+                    format!("{} {route_key} -> {} (alias unavailable)", api.id, function.name),
+                );
+            }
+        };
+        let function = &function;
+        let target = match &function.qualifier {
+            Some(qualifier) => format!("{}:{qualifier} (version {})", function.name, function.version),
+            None => function.name.clone(),
+        };
+        let what = |detail: &str| format!("{} {route_key} -> {target}{detail}", api.id);
+        let spec = match self.prepare(function).await {
+            Ok(spec) => spec,
+            Err(error) => {
+                tracing::error!("cannot run {}: {error:#}", function.name);
+                return (internal_server_error(), what(" (code unavailable)"));
+            }
+        };
+        let host = request.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let context = EventContext {
+            api_id: api.id.clone(),
+            stage: matched.stage.clone(),
+            route_key: route_key.clone(),
+            account_id: discovery::account_of_arn(&function.arn).unwrap_or("123456789012").to_owned(),
+            domain_name: host.unwrap_or_else(|| format!("127.0.0.1:{port}")),
+            source_ip: peer.ip().to_string(),
+            request_id: request_id.to_owned(),
+            time: arrived,
+            path_parameters: matched.path_parameters.clone(),
+            stage_variables: BTreeMap::new(),
+        };
+        let payload = match serde_json::to_vec(&event::to_event(request, &context)) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!("cannot serialize the event: {error}");
+                return (internal_server_error(), what(" (event)"));
+            }
+        };
+        let runtime = match self.runtime(&function.region).await {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!("cannot start the Lambda runtime for {}: {error:#}", function.region);
+                return (internal_server_error(), what(" (runtime)"));
+            }
+        };
+        match tokio::time::timeout(integration.timeout, runtime.invoke(&spec, payload)).await {
+            Ok(Ok(answer)) => (event::from_response(&answer), what("")),
+            Err(_) => {
+                tracing::warn!(
+                    "{}: no response within the integration timeout of {} ms: 503",
+                    function.name,
+                    integration.timeout.as_millis()
+                );
+                (message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"), what(" (integration timeout)"))
+            }
+            Ok(Err(error)) => {
+                let (status, detail) = error_response(&error);
+                tracing::warn!(
+                    "{} failed ({}): {error}; see {}",
+                    function.name,
+                    error.error_type(),
+                    spec.log_file.display()
+                );
+                (status, what(detail))
+            }
+        }
+    }
+}
+
+/// API Gateway's answer when the function does not answer.
+pub(super) fn error_response(error: &InvokeError) -> (Response<Bytes>, &'static str) {
+    match error {
+        InvokeError::Timeout { .. } => {
+            (message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"), " (function timeout)")
+        }
+        InvokeError::Crashed { .. } => (message(StatusCode::BAD_GATEWAY, "Internal Server Error"), " (crashed)"),
+        InvokeError::InitError { .. } => (message(StatusCode::BAD_GATEWAY, "Internal Server Error"), " (init error)"),
+        InvokeError::FunctionError { .. } => (internal_server_error(), " (function error)"),
+        InvokeError::Unavailable(_) => {
+            (message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"), " (unavailable)")
+        }
+    }
+}
+
+/// API Gateway's own JSON error: `{"message":"..."}`.
+pub fn message(status: StatusCode, text: &str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(json!({ "message": text }).to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub(super) fn internal_server_error() -> Response<Bytes> {
+    message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+}
+
+pub(super) fn full(response: Response<Bytes>) -> HttpResponse {
+    response.map(Full::new)
+}
+
+/// An id like API Gateway's (`JKJaXmPLvHcESHA=`).
+pub(super) fn request_id() -> String {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    base64::engine::general_purpose::STANDARD.encode(&bytes[..11])
+}

@@ -77,6 +77,14 @@ impl Moto {
         &self.endpoint
     }
 
+    /// Freezes (`true`) or thaws the emulator's process with SIGSTOP / SIGCONT: a frozen
+    /// emulator accepts connections and never answers, like one that hangs.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|status| status.success()), "kill {signal} {} failed", self.child.id());
+    }
+
     /// SDK configuration for the emulator: its endpoint, a fixed region and test credentials.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -91,6 +99,8 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
+        // A frozen process cannot die until it runs again.
+        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

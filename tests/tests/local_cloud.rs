@@ -441,3 +441,41 @@ async fn deploy_to_a_local_endpoint_where_nothing_listens_starts_the_local_cloud
         assert!(!running(pid), "process {pid} survived `down`");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_is_served_when_it_returns_and_a_frozen_emulator_does_not_stop_the_api() {
+    let moto = Moto::start().unwrap();
+    let dir = scratch("snapshot");
+    let cloud = LocalCloud::new("snapshot", moto.endpoint());
+    cloud.run("up");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+
+    // The deploy asks the data plane to re-read the configuration before it returns, so the
+    // first request after it is served, with no waiting.
+    for tag in ["v1", "v2"] {
+        let output = xtask(&moto)
+            .args(["deploy", "--env", "local", "--yes", "--manifest"])
+            .arg(echo_manifest(&dir, tag))
+            .env("XTASK_LOCAL_STATE_DIR", &cloud.state_dir)
+            .env("XTASK_LOCAL_API_PORT", cloud.api_port.to_string())
+            .output()
+            .unwrap();
+        check(output, &format!("deploy {tag}"));
+        let answer = get(&client, &cloud.url("/upload-url")).await;
+        assert_eq!((answer.status, &answer.json["tag"]), (200, &json!(tag)), "{}", answer.json);
+    }
+
+    // The emulator hangs: requests are answered from the snapshot, routed or not, in time.
+    moto.freeze(true);
+    for _ in 0..10 {
+        let begun = Instant::now();
+        let answer = get(&client, &cloud.url("/upload-url")).await;
+        assert_eq!((answer.status, &answer.json["tag"]), (200, &json!("v2")), "{}", answer.json);
+        let answer = request(&client, "POST", &cloud.url("/analyze"), Some(json!({"fileKey": "k"}))).await;
+        assert_eq!(answer.status, 200, "{}", answer.json);
+        let answer = get(&client, &cloud.url("/not-deployed")).await;
+        assert_eq!((answer.status, answer.json.to_string()), (404, NOT_FOUND.to_owned()));
+        assert!(begun.elapsed() < Duration::from_secs(2), "served in {:?} with the emulator frozen", begun.elapsed());
+    }
+    moto.freeze(false);
+}

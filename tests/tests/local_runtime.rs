@@ -354,3 +354,131 @@ async fn concurrent_invocations_beyond_the_bound_wait_for_a_free_instance() {
     // Three rounds of 0.5 s on two instances.
     assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
 }
+
+/// Whether every process the runtime started for `function` is gone or idle, and how many live.
+fn live_processes(runtime: &Runtime, function: &str) -> (usize, usize) {
+    let instances = runtime.instances(Some(function));
+    let alive = instances.iter().filter(|i| i.pid.is_some_and(process_exists)).count();
+    let busy = instances.iter().filter(|i| i.busy).count();
+    (alive, busy)
+}
+
+#[tokio::test]
+async fn invocations_whose_callers_give_up_at_random_never_exceed_the_cap_and_drain() {
+    let dir = scratch("cancellation");
+    let config = RuntimeConfig { max_instances_per_function: 3, ..RuntimeConfig::default() };
+    let runtime = Arc::new(Runtime::start_with(config).await.unwrap());
+    let spec = script_function("abandoned", &dir);
+
+    // 60 callers, each giving up after 20-300 ms (a fixed pseudo-random sequence), on
+    // invocations that take 150 ms: many are dropped while queued, while running, or before
+    // their instance has started.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let calls: Vec<_> = (0..60)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let patience = Duration::from_millis(20 + (seed >> 33) % 280);
+            let (runtime, spec) = (runtime.clone(), spec.clone());
+            tokio::spawn(async move {
+                tokio::time::timeout(patience, call(&runtime, &spec, json!({"sleep": 0.15}))).await.is_ok()
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while !calls.iter().all(|c| c.is_finished()) {
+        most = most.max(live_processes(&runtime, "abandoned").0);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let answered = count_answered(calls).await;
+    assert!(answered < 60, "some callers gave up ({answered} of 60 were answered)");
+
+    // What was running when its caller left finishes on its own and frees its instance.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (alive, busy) = live_processes(&runtime, "abandoned");
+        most = most.max(alive);
+        if busy == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{busy} instance(s) still busy long after every caller left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(most <= 3, "at most the cap of 3 processes at any moment, saw {most}");
+    let pids: Vec<u32> = runtime.instances(Some("abandoned")).iter().filter_map(|i| i.pid).collect();
+    assert!(!pids.is_empty() && pids.len() <= 3, "{pids:?}");
+    // The instances left are healthy and serve the next caller.
+    let answer = call_sync(&runtime, &spec, json!({})).await;
+    assert!(pids.contains(&(answer["pid"].as_u64().unwrap() as u32)), "a warm instance answered: {answer}");
+    runtime.shutdown().await;
+    assert!(pids.iter().all(|pid| !process_exists(*pid)), "shutdown leaves no process");
+}
+
+/// How many of `calls` (each saying whether it was answered) were answered.
+async fn count_answered(calls: Vec<tokio::task::JoinHandle<bool>>) -> usize {
+    let mut answered = 0;
+    for call in calls {
+        answered += usize::from(call.await.unwrap());
+    }
+    answered
+}
+
+#[tokio::test]
+async fn a_full_queue_is_throttled_at_once() {
+    let dir = scratch("throttled");
+    let config =
+        RuntimeConfig { max_instances_per_function: 1, max_queued_per_function: 2, ..RuntimeConfig::default() };
+    let runtime = Arc::new(Runtime::start_with(config).await.unwrap());
+    let spec = script_function("queued", &dir);
+    // Warm the instance first, so the three invocations below start at once.
+    call_sync(&runtime, &spec, json!({})).await;
+
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (runtime, spec) = (runtime.clone(), spec.clone());
+            tokio::spawn(async move { call(&runtime, &spec, json!({"sleep": 0.5})).await })
+        })
+        .collect();
+    // One runs, two wait: the queue is full.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runtime.instances(Some("queued")).iter().all(|i| !i.busy) {
+        assert!(Instant::now() < deadline, "the first invocation never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let error = call(&runtime, &spec, json!({})).await.unwrap_err();
+    assert!(matches!(error, InvokeError::Throttled(_)), "{error:?}");
+    assert_eq!(error.error_type(), "TooManyRequestsException");
+    assert!(started.elapsed() < Duration::from_millis(400), "throttled without waiting: {:?}", started.elapsed());
+    for call in calls {
+        call.await.unwrap().expect("the queued invocations run in turn");
+    }
+}
+
+#[tokio::test]
+async fn a_caller_deadline_answers_in_time_and_the_invocation_still_finishes() {
+    let dir = scratch("deadline");
+    let runtime = Arc::new(Runtime::start().await.unwrap());
+    let spec = script_function("slow", &dir);
+    let first = call_sync(&runtime, &spec, json!({})).await["pid"].as_u64().unwrap();
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(200);
+    let outcome =
+        runtime.invoke_until(&spec, serde_json::to_vec(&json!({"sleep": 0.6})).unwrap(), Some(deadline)).await;
+    assert!(matches!(outcome.result, Err(InvokeError::DeadlinePassed { .. })), "{:?}", outcome.result);
+    assert!(started.elapsed() < Duration::from_millis(450), "answered at the deadline: {:?}", started.elapsed());
+
+    // The invocation was not cut short: the instance finishes it and is warm again, not killed.
+    let wait = Instant::now() + Duration::from_secs(5);
+    while runtime.instances(Some("slow")).iter().any(|i| i.busy) {
+        assert!(Instant::now() < wait, "the instance never finished the abandoned invocation");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let outcome = runtime.invoke_traced(&spec, b"{}".to_vec()).await;
+    assert!(!outcome.cold, "the same instance serves again");
+    let answer: Value = serde_json::from_slice(&outcome.result.unwrap()).unwrap();
+    assert_eq!(answer["pid"].as_u64().unwrap(), first);
+    let log = std::fs::read_to_string(&spec.log_file).unwrap();
+    assert!(!log.contains("(killed)"), "nothing was killed: {log}");
+}

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-use super::http::{http_get, listens};
-use super::layout::{loopback_address, LocalConfig, Overrides, ServedApi, StateDir, HEALTH_PATH};
+use super::http::{http_get, http_post, listens};
+use super::layout::{loopback_address, LocalConfig, Overrides, ServedApi, StateDir, HEALTH_PATH, REFRESH_PATH};
 use super::moto::{emulator_answers, ensure_moto, moto_healthy};
 use super::procs::{self, record, wait_until, Liveness, ProcessStatus, Stopped};
 use crate::config::{environments_dir, Environment};
@@ -38,6 +38,22 @@ pub fn dataplane_health(address: SocketAddr) -> Option<Health> {
     match http_get(address, HEALTH_PATH, Duration::from_secs(2)) {
         Ok((200, body)) => serde_json::from_str(&body).ok(),
         _ => None,
+    }
+}
+
+/// Asks the data plane that serves the emulator at `endpoint` (the one `config` names) to
+/// re-read the deployed configuration now, and waits until it serves it. `Ok(false)` when no
+/// data plane for that emulator runs.
+pub fn refresh_dataplane(config: &LocalConfig, endpoint: &str) -> Result<bool> {
+    let address: SocketAddr = ([127, 0, 0, 1], config.api_port).into();
+    let Some(health) = dataplane_health(address) else { return Ok(false) };
+    if health.endpoint.trim_end_matches('/') != endpoint.trim_end_matches('/') {
+        return Ok(false);
+    }
+    match http_post(address, REFRESH_PATH, Duration::from_secs(60)) {
+        Ok((200, _)) => Ok(true),
+        Ok((status, body)) => bail!("the data plane at {address} answered {status} to {REFRESH_PATH}: {body}"),
+        Err(error) => bail!("asking the data plane at {address} to refresh: {error}"),
     }
 }
 

@@ -32,6 +32,8 @@ pub const DEFAULT_API_PORT: u16 = 3000;
 /// served to the API.
 pub const CONTROL_PREFIX: &str = "/_local/";
 pub const HEALTH_PATH: &str = "/_local/health";
+/// `POST` here re-reads the deployed configuration at once and answers when it is served.
+pub const REFRESH_PATH: &str = "/_local/refresh";
 /// The file, in the state directory, holding the local face-analysis service's URL. When it
 /// exists, functions get `AWS_ENDPOINT_URL_REKOGNITION` pointing there; otherwise their
 /// Rekognition calls go to the emulator like every other call.

@@ -132,6 +132,9 @@ pub async fn apply_and_record(
     let released = lock.release().await;
     let outcome = result?;
     released?;
+    if let Outcome::Applied(_) = &outcome {
+        super::local::refresh_served(ui, &session.env).await;
+    }
     Ok(outcome)
 }
 

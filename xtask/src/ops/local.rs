@@ -4,8 +4,9 @@
 use anyhow::Result;
 
 use super::ui::Ui;
+use crate::config::Environment;
 use crate::local::cloud::{self, Status};
-use crate::local::layout::LocalConfig;
+use crate::local::layout::{LocalConfig, Overrides};
 
 /// Starts what of the local cloud does not run yet, waits until it is healthy, and says what
 /// runs, which APIs it serves, and where the logs are.
@@ -34,4 +35,26 @@ pub fn ensure_for_environment(ui: &dyn Ui, name: &str) -> Result<()> {
         ui.note(&note);
     }
     Ok(())
+}
+
+/// When `env`'s endpoint is on this machine, asks the local data plane serving it to re-read
+/// the deployed configuration, so that what a command just changed is served when it
+/// returns rather than at the next poll. A data plane that cannot be asked is only noted:
+/// it catches up by itself within its poll interval.
+pub async fn refresh_served(ui: &dyn Ui, env: &Environment) {
+    let Some(endpoint) = crate::aws::endpoint(env).filter(|endpoint| crate::aws::is_local_endpoint(endpoint)) else {
+        return;
+    };
+    let overrides = Overrides { endpoint: Some(endpoint.clone()), ..Overrides::default() };
+    let refreshed = tokio::task::spawn_blocking(move || {
+        let config = LocalConfig::load(&crate::workspace::root(), &overrides)?;
+        cloud::refresh_dataplane(&config, &endpoint)
+    })
+    .await;
+    match refreshed {
+        Ok(Ok(true)) => tracing::debug!("the local data plane serves the new configuration"),
+        Ok(Ok(false)) => tracing::debug!("no local data plane serves this emulator"),
+        Ok(Err(error)) => ui.note(&format!("warning: the local data plane did not refresh: {error:#}")),
+        Err(error) => ui.note(&format!("warning: the local data plane did not refresh: {error}")),
+    }
 }

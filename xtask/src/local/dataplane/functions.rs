@@ -1,7 +1,7 @@
 //! Deployed functions made ready to run: their code fetched and unpacked once per code hash,
 //! their spec and environment, and one Lambda runtime per region.
 
-use crate::local::discovery::{Function, TEST_CREDENTIALS};
+use crate::local::discovery::{Function, Snapshot, TEST_CREDENTIALS};
 use crate::local::runtime::{extract_bootstrap, FunctionSpec, Runtime, RuntimeConfig};
 use anyhow::{Context as _, Result};
 use std::collections::BTreeMap;
@@ -11,42 +11,88 @@ use std::sync::Arc;
 use super::*;
 
 impl DataPlane {
-    /// The function's spec for the runtime: its code fetched (once per code hash) and
-    /// unpacked, its deployed configuration, and the local variables.
-    pub(super) async fn prepare(&self, function: &Function) -> Result<FunctionSpec> {
+    /// Makes every function an integration of `snapshot` invokes ready to run, before the
+    /// snapshot is served: its code fetched (once per code hash) and unpacked, its spec
+    /// built. Runs in the background refresh, never on the request path. A function whose
+    /// code cannot be made ready is logged and forgotten, so that its requests answer 500
+    /// rather than run code that is no longer deployed.
+    pub(super) async fn prepare_all(&self, snapshot: &Snapshot) {
         let face_url = self.options.state_dir.face_url();
-        let key = (function.region.clone(), function.name.clone(), function.qualifier.clone());
-        let mut prepared = self.prepared.lock().await;
-        if let Some(known) = prepared.get(&key) {
-            if known.function == *function && known.face_url == face_url {
-                return Ok(known.spec.clone());
+        let mut functions: Vec<&Function> = snapshot
+            .apis
+            .iter()
+            .flat_map(|api| api.integrations.values())
+            .filter_map(|integration| snapshot.function_for(integration))
+            .collect();
+        functions.sort_by_key(|function| key(function));
+        functions.dedup_by_key(|function| key(function));
+        for function in functions {
+            let known: Vec<Prepared> = self.prepared.lock().unwrap().values().cloned().collect();
+            if known
+                .iter()
+                .any(|p| key(&p.function) == key(function) && p.function == *function && p.face_url == face_url)
+            {
+                continue;
+            }
+            // The same code is unpacked once, whichever version or alias names it.
+            let unpacked = known
+                .iter()
+                .find(|p| p.function.name == function.name && p.spec.code_sha256 == function.code_sha256)
+                .map(|p| p.spec.bootstrap.clone());
+            let bootstrap = match unpacked {
+                Some(bootstrap) => Ok(bootstrap),
+                None => self.unpack(function).await,
+            };
+            match bootstrap {
+                Ok(bootstrap) => {
+                    let log_file = self.options.state_dir.function_log(&function.name);
+                    let spec = deployed_spec(
+                        function,
+                        function.code_sha256.clone(),
+                        bootstrap,
+                        &self.options.endpoint,
+                        face_url.as_deref(),
+                        log_file,
+                    );
+                    let prepared = Prepared { function: function.clone(), face_url: face_url.clone(), spec };
+                    self.prepared.lock().unwrap().insert(key(function), prepared);
+                }
+                Err(error) => {
+                    tracing::error!("cannot make {} ready to run: {error:#}", function.name);
+                    self.prepared.lock().unwrap().remove(&key(function));
+                }
             }
         }
-        let (bootstrap, code_sha256) = match prepared.get(&key) {
-            Some(known) if known.spec.code_sha256 == function.code_sha256 => {
-                (known.spec.bootstrap.clone(), known.spec.code_sha256.clone())
-            }
-            _ => {
-                let code = self.control.fetch_code(function).await?;
-                let dir = self.options.state_dir.dir().join("functions").join(&function.name);
-                let bootstrap = extract_bootstrap(&code.bytes, &code.code_sha256, &dir)
-                    .with_context(|| format!("unpacking the code of {} from {}", function.name, code.source))?;
-                tracing::info!(
-                    "{}: code {} from {} ({} bytes) unpacked to {}",
-                    function.name,
-                    code.code_sha256,
-                    code.source,
-                    code.bytes.len(),
-                    bootstrap.display()
-                );
-                (bootstrap, code.code_sha256)
-            }
-        };
-        let log_file = self.options.state_dir.function_log(&function.name);
-        let spec =
-            deployed_spec(function, code_sha256, bootstrap, &self.options.endpoint, face_url.as_deref(), log_file);
-        prepared.insert(key, Prepared { function: function.clone(), face_url, spec: spec.clone() });
-        Ok(spec)
+    }
+
+    /// Fetches `function`'s code from the emulator and unpacks its bootstrap.
+    async fn unpack(&self, function: &Function) -> Result<std::path::PathBuf> {
+        let code = self.control.fetch_code(function).await?;
+        let dir = self.options.state_dir.dir().join("functions").join(&function.name);
+        let bootstrap = extract_bootstrap(&code.bytes, &code.code_sha256, &dir)
+            .with_context(|| format!("unpacking the code of {} from {}", function.name, code.source))?;
+        tracing::info!(
+            "{}: code {} from {} ({} bytes) unpacked to {}",
+            function.name,
+            code.code_sha256,
+            code.source,
+            code.bytes.len(),
+            bootstrap.display()
+        );
+        Ok(bootstrap)
+    }
+
+    /// The spec of `function` as the last refresh made it ready, if it did; pointed at the
+    /// face-analysis service `face.url` names now (a file read, never the emulator).
+    pub(super) fn prepared_spec(&self, function: &Function) -> Option<FunctionSpec> {
+        let face_url = self.options.state_dir.face_url();
+        let mut prepared = self.prepared.lock().unwrap();
+        let known = prepared.get_mut(&key(function)).filter(|known| known.function == *function)?;
+        if known.face_url != face_url {
+            known.spec.environment = function_environment(function, &self.options.endpoint, face_url.as_deref());
+            known.face_url = face_url;
+        }
+        Some(known.spec.clone())
     }
 
     pub(super) async fn runtime(&self, region: &str) -> Result<Arc<Runtime>> {
@@ -65,6 +111,11 @@ impl DataPlane {
         runtimes.insert(region.to_owned(), Arc::clone(&runtime));
         Ok(runtime)
     }
+}
+
+/// A function by region, name and qualifier.
+fn key(function: &Function) -> FunctionKey {
+    (function.region.clone(), function.name.clone(), function.qualifier.clone())
 }
 
 /// How the local runtime runs a deployed function: as configured, from `bootstrap` (unpacked

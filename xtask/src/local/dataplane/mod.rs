@@ -3,8 +3,12 @@
 //! serves it, and runs the Lambda functions behind it as deployed.
 //!
 //! - Configuration comes from the emulator's control planes (see [`super::discovery`]),
-//!   polled every second and, when a request finds nothing, re-read at once: a new deploy is
-//!   served without a restart, and a new `CodeSha256` means new function instances.
+//!   read in the background every second, and at once on `POST /_local/refresh` (which the
+//!   tool sends when a deploy, promotion or rollback finishes), into a snapshot that
+//!   requests are served from: no request waits on the emulator, and one that arrives while
+//!   the emulator is slow or down is served from the last snapshot. Each function the
+//!   snapshot invokes is made ready (its code fetched and unpacked) before the snapshot is
+//!   served; a new `CodeSha256` means new function instances.
 //! - Ports: the `local` environment's API (`<project>-local-api`, tagged so) gets
 //!   `api_port`; every other API the next free port above it, kept while the data plane
 //!   runs. `apis.json` in the state directory maps API ids to their environment, name and
@@ -13,15 +17,18 @@
 //!   `$default`; unmatched: `404 {"message":"Not Found"}`), becomes a payload 2.0 event
 //!   ([`super::event`]), runs on the function ([`super::runtime`], one runtime per region so
 //!   each function gets its own `AWS_REGION`), and the answer becomes the HTTP response. A
-//!   function timeout (or API Gateway's integration timeout) is `503 {"message":"Service
-//!   Unavailable"}`, a crash `502 {"message":"Internal Server Error"}`, a function error
-//!   `500`, as API Gateway answers them.
+//!   function timeout (or API Gateway's integration timeout, after which the invocation
+//!   still runs to its end) is `503 {"message":"Service Unavailable"}`, a crash `502
+//!   {"message":"Internal Server Error"}`, a function error `500`, a function whose
+//!   instances are all busy and whose queue is full `429 {"message":"Too Many Requests"}`,
+//!   as API Gateway answers them.
 //! - CORS: preflight requests are answered from the API's CORS configuration and CORS
 //!   headers are added to responses, as HTTP APIs do.
 //! - Function processes reach the emulator through the standard variables: `AWS_ENDPOINT_URL`,
 //!   test credentials, `S3_FORCE_PATH_STYLE=true`, and `AWS_ENDPOINT_URL_REKOGNITION` when the
 //!   state directory's `face.url` names the local face-analysis service.
-//! - `GET /_local/health` and `GET /_local/apis` on `api_port` are the data plane's own.
+//! - `GET /_local/health`, `GET /_local/apis` and `POST /_local/refresh` on `api_port` are
+//!   the data plane's own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,8 +150,6 @@ struct DataPlane {
     options: ServeOptions,
     control: ControlPlane,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// When the read of the current snapshot began.
-    snapshot_started: Mutex<Instant>,
     refresh_lock: tokio::sync::Mutex<()>,
     last_error: Mutex<Option<String>>,
     ports: Mutex<Ports>,
@@ -152,9 +157,9 @@ struct DataPlane {
     written_apis: Mutex<Option<BTreeMap<String, ServedApi>>>,
     /// One runtime per region: `AWS_REGION` is the runtime's.
     runtimes: tokio::sync::Mutex<HashMap<String, Arc<Runtime>>>,
-    /// By (region, function name); preparing (fetching code) is serialized.
-    /// By region, function name and qualifier.
-    prepared: tokio::sync::Mutex<HashMap<FunctionKey, Prepared>>,
+    /// Every function the snapshot's integrations invoke, ready to run, by region, name and
+    /// qualifier. Written by the background refresh, read by requests.
+    prepared: Mutex<HashMap<FunctionKey, Prepared>>,
     stopping: AtomicBool,
 }
 
@@ -166,14 +171,13 @@ impl DataPlane {
             options,
             control,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            snapshot_started: Mutex::new(Instant::now()),
             refresh_lock: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
             ports: Mutex::new(Ports::default()),
             listeners: Mutex::new(Vec::new()),
             written_apis: Mutex::new(None),
             runtimes: tokio::sync::Mutex::new(HashMap::new()),
-            prepared: tokio::sync::Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         }
     }
@@ -191,26 +195,14 @@ impl DataPlane {
         self.refresh_locked().await;
     }
 
-    /// Makes sure the snapshot was read after `moment` (a request's arrival), so whatever
-    /// was deployed before the request is seen. Concurrent callers share one re-read.
-    async fn refresh_since(self: &Arc<Self>, moment: Instant) {
-        if *self.snapshot_started.lock().unwrap() >= moment {
-            return;
-        }
-        let _guard = self.refresh_lock.lock().await;
-        if *self.snapshot_started.lock().unwrap() >= moment {
-            return;
-        }
-        self.refresh_locked().await;
-    }
-
     async fn refresh_locked(self: &Arc<Self>) {
         let started = Instant::now();
         match self.control.snapshot().await {
             Ok(snapshot) => {
+                self.prepare_all(&snapshot).await;
                 self.assign_ports(&snapshot).await;
                 *self.snapshot.write().unwrap() = Arc::new(snapshot);
-                *self.snapshot_started.lock().unwrap() = started;
+                tracing::debug!("configuration read in {} ms", started.elapsed().as_millis());
                 if let Some(error) = self.last_error.lock().unwrap().take() {
                     tracing::info!("the emulator answers again (after: {error})");
                 }

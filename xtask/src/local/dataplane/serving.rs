@@ -3,7 +3,7 @@
 
 use crate::local::discovery::{self, Api, Snapshot};
 use crate::local::event::{self, EventContext};
-use crate::local::layout::{CONTROL_PREFIX, HEALTH_PATH};
+use crate::local::layout::{CONTROL_PREFIX, HEALTH_PATH, REFRESH_PATH};
 use crate::local::runtime::InvokeError;
 
 use super::cors::{add_cors_headers, preflight};
@@ -64,7 +64,7 @@ impl DataPlane {
         let method = request.method().clone();
         let target = request.uri().path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
         if port == self.options.api_port && request.uri().path().starts_with(CONTROL_PREFIX) {
-            return self.control_endpoint(&method, request.uri().path());
+            return self.control_endpoint(&method, request.uri().path()).await;
         }
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
@@ -92,8 +92,14 @@ impl DataPlane {
         full(response)
     }
 
-    pub(super) fn control_endpoint(&self, method: &Method, path: &str) -> HttpResponse {
+    pub(super) async fn control_endpoint(self: &Arc<Self>, method: &Method, path: &str) -> HttpResponse {
         let body = match (method, path) {
+            // A deploy, promotion or rollback through the tool asks for this when it finishes,
+            // so that what it changed is served at once rather than at the next poll.
+            (&Method::POST, REFRESH_PATH) => {
+                self.refresh().await;
+                json!({ "status": "ok", "apis": self.served_apis().len(), "last_error": *self.last_error.lock().unwrap() })
+            }
             (&Method::GET, HEALTH_PATH) => json!({
                 "status": "ok",
                 "pid": std::process::id(),
@@ -120,31 +126,11 @@ impl DataPlane {
         arrived: SystemTime,
         request_id: &str,
     ) -> (Response<Bytes>, String) {
-        let method = request.method().as_str().to_owned();
-        let path = request.uri().path().to_owned();
-        // What the request needs: its API, a route, the route's integration and function. A
-        // miss makes sure the configuration was read after the request arrived, so a deploy
-        // that finished before the request is served.
-        let mut refreshed = false;
-        let (snapshot, api_id) = loop {
-            let snapshot = self.snapshot();
-            let api_id = self.api_on(port);
-            let complete = api_id.as_deref().and_then(|id| snapshot.api(id)).is_some_and(|api| {
-                api.route(&method, &path).is_some_and(|matched| {
-                    matched
-                        .route
-                        .integration_id
-                        .as_ref()
-                        .and_then(|id| api.integrations.get(id))
-                        .is_some_and(|integration| snapshot.function_for(integration).is_some())
-                })
-            });
-            if complete || refreshed {
-                break (snapshot, api_id);
-            }
-            self.refresh_since(begun).await;
-            refreshed = true;
-        };
+        // Everything the request needs comes from the snapshot, which the background refresh
+        // keeps current (and `POST /_local/refresh` renews at once): the emulator is never
+        // asked on the request path, so a slow or stopped emulator does not slow requests.
+        let snapshot = self.snapshot();
+        let api_id = self.api_on(port);
         let Some(api) = api_id.as_deref().and_then(|id| snapshot.api(id)) else {
             return (message(StatusCode::NOT_FOUND, "Not Found"), "no API on this port".to_owned());
         };
@@ -156,7 +142,8 @@ impl DataPlane {
                 return (preflight(cors, origin), format!("{} CORS preflight", api.id));
             }
         }
-        let (mut response, what) = self.invoke_route(api, &snapshot, port, peer, request, arrived, request_id).await;
+        let (mut response, what) =
+            self.invoke_route(api, &snapshot, port, peer, request, begun, arrived, request_id).await;
         if let (Some(cors), Some(origin)) = (&api.cors, &origin) {
             add_cors_headers(&mut response, cors, origin);
         }
@@ -171,6 +158,7 @@ impl DataPlane {
         port: u16,
         peer: SocketAddr,
         request: Request<Bytes>,
+        begun: Instant,
         arrived: SystemTime,
         request_id: &str,
     ) -> (Response<Bytes>, String) {
@@ -209,28 +197,14 @@ impl DataPlane {
             tracing::warn!("the function of integration {} ({}) does not exist", integration.id, integration.uri);
             return (internal_server_error(), what("(no such function)"));
         };
-        let function = match self.control.resolve(function).await {
-            Ok(function) => function,
-            Err(error) => {
-                tracing::error!("cannot resolve {}: {error:#}", function.name);
-                return (
-                    internal_server_error(),
-                    format!("{} {route_key} -> {} (alias unavailable)", api.id, function.name),
-                );
-            }
-        };
-        let function = &function;
         let target = match &function.qualifier {
             Some(qualifier) => format!("{}:{qualifier} (version {})", function.name, function.version),
             None => function.name.clone(),
         };
         let what = |detail: &str| format!("{} {route_key} -> {target}{detail}", api.id);
-        let spec = match self.prepare(function).await {
-            Ok(spec) => spec,
-            Err(error) => {
-                tracing::error!("cannot run {}: {error:#}", function.name);
-                return (internal_server_error(), what(" (code unavailable)"));
-            }
+        let Some(spec) = self.prepared_spec(function) else {
+            tracing::error!("the code of {} could not be made ready; see the log above", function.name);
+            return (internal_server_error(), what(" (code unavailable)"));
         };
         let host = request.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let context = EventContext {
@@ -259,17 +233,12 @@ impl DataPlane {
                 return (internal_server_error(), what(" (runtime)"));
             }
         };
-        match tokio::time::timeout(integration.timeout, runtime.invoke(&spec, payload)).await {
-            Ok(Ok(answer)) => (event::from_response(&answer), what("")),
-            Err(_) => {
-                tracing::warn!(
-                    "{}: no response within the integration timeout of {} ms: 503",
-                    function.name,
-                    integration.timeout.as_millis()
-                );
-                (message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"), what(" (integration timeout)"))
-            }
-            Ok(Err(error)) => {
+        // API Gateway's integration timeout runs from the request's arrival; the invocation
+        // itself is not cut short by it (see `Runtime::invoke_until`).
+        let deadline = begun + integration.timeout;
+        match runtime.invoke_until(&spec, payload, Some(deadline)).await.result {
+            Ok(answer) => (event::from_response(&answer), what("")),
+            Err(error) => {
                 let (status, detail) = error_response(&error);
                 tracing::warn!(
                     "{} failed ({}): {error}; see {}",
@@ -294,6 +263,10 @@ pub(super) fn error_response(error: &InvokeError) -> (Response<Bytes>, &'static 
         InvokeError::FunctionError { .. } => (internal_server_error(), " (function error)"),
         InvokeError::Unavailable(_) => {
             (message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"), " (unavailable)")
+        }
+        InvokeError::Throttled(_) => (message(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"), " (throttled)"),
+        InvokeError::DeadlinePassed { .. } => {
+            (message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"), " (integration timeout)")
         }
     }
 }

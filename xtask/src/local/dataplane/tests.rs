@@ -61,6 +61,9 @@ fn invoke_errors_become_api_gateway_answers() {
             500,
             "Internal Server Error",
         ),
+        (InvokeError::Throttled("queue full".into()), 429, "Too Many Requests"),
+        (InvokeError::DeadlinePassed { after: Duration::from_secs(30) }, 503, "Service Unavailable"),
+        (InvokeError::Unavailable("stopping".into()), 503, "Service Unavailable"),
     ];
     for (error, status, text) in cases {
         let (response, _) = error_response(&error);

@@ -45,44 +45,6 @@ where
 }
 
 impl ControlPlane {
-    /// `function` as its alias resolves now. A snapshot may be up to a poll interval old, but
-    /// a request made right after a deploy (a smoke test) must reach the version the alias
-    /// was just moved to, as it does on AWS: so every invocation through an alias asks for
-    /// the alias (one cheap call), and re-reads the configuration when it moved.
-    pub async fn resolve(&self, function: &Function) -> Result<Function> {
-        let Some(qualifier) = function.qualifier.as_deref().filter(|q| q.parse::<u64>().is_err()) else {
-            return Ok(function.clone());
-        };
-        let clients = self
-            .regions
-            .iter()
-            .find(|clients| clients.region == function.region)
-            .with_context(|| format!("no clients for region {}", function.region))?;
-        let alias = clients
-            .lambda
-            .get_alias()
-            .function_name(&function.name)
-            .name(qualifier)
-            .send()
-            .await
-            .map_err(|error| sdk_error(&format!("Lambda GetAlias {}:{qualifier}", function.name), error))?;
-        if alias.function_version() == Some(function.version.as_str()) {
-            return Ok(function.clone());
-        }
-        let configuration = clients
-            .lambda
-            .get_function_configuration()
-            .function_name(&function.name)
-            .qualifier(qualifier)
-            .send()
-            .await
-            .map_err(|error| {
-                sdk_error(&format!("Lambda GetFunctionConfiguration {}:{qualifier}", function.name), error)
-            })?;
-        function_of(&configuration, &function.region, function.qualifier.clone())
-            .with_context(|| format!("GetFunctionConfiguration {}:{qualifier} returned no name or ARN", function.name))
-    }
-
     /// The exact zip `function` runs now, checked against its `CodeSha256` (which GetFunction
     /// reports anew, so code updated since the last snapshot is fetched as it is now).
     pub async fn fetch_code(&self, function: &Function) -> Result<Code> {

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -71,6 +71,9 @@ pub struct RuntimeConfig {
     /// How long an invocation waits for a free instance before it is
     /// [`InvokeError::Unavailable`]. Default 30 s (API Gateway's integration limit).
     pub queue_timeout: Duration,
+    /// At most this many invocations of one function wait for a free instance; one more is
+    /// [`InvokeError::Throttled`] at once. Default 1024.
+    pub max_queued_per_function: usize,
     /// How long a new instance may take to ask for its first event (Lambda's init phase
     /// limit). Default 10 s.
     pub init_timeout: Duration,
@@ -89,6 +92,7 @@ impl Default for RuntimeConfig {
             region: "us-east-1".to_owned(),
             max_instances_per_function: 4,
             queue_timeout: Duration::from_secs(30),
+            max_queued_per_function: 1024,
             init_timeout: Duration::from_secs(10),
             extra_env: BTreeMap::new(),
             inherit_env: vec!["PATH".to_owned()],
@@ -134,6 +138,12 @@ pub enum InvokeError {
     /// The invocation could not be run: no free instance in time, the bootstrap cannot be
     /// started, the function is being stopped.
     Unavailable(String),
+    /// Every instance the function may run is busy and its queue is full (Lambda's
+    /// `TooManyRequestsException`).
+    Throttled(String),
+    /// The caller's deadline passed first. An invocation that had started goes on in the
+    /// background to its own end, and its instance is then returned or killed.
+    DeadlinePassed { after: Duration },
 }
 
 impl std::fmt::Display for InvokeError {
@@ -154,6 +164,10 @@ impl std::fmt::Display for InvokeError {
                 write!(f, "{error_type}: {error_message}{}", tail_text(log_tail))
             }
             InvokeError::Unavailable(reason) => write!(f, "function unavailable: {reason}"),
+            InvokeError::Throttled(reason) => write!(f, "Rate Exceeded: {reason}"),
+            InvokeError::DeadlinePassed { after } => {
+                write!(f, "no response within the caller's {:.2} seconds", after.as_secs_f64())
+            }
         }
     }
 }
@@ -184,6 +198,8 @@ impl InvokeError {
             InvokeError::Crashed { .. } => "Runtime.ExitError",
             InvokeError::FunctionError { error_type, .. } | InvokeError::InitError { error_type, .. } => error_type,
             InvokeError::Unavailable(_) => "ServiceException",
+            InvokeError::Throttled(_) => "TooManyRequestsException",
+            InvokeError::DeadlinePassed { .. } => "Client.Timeout",
         }
     }
 }
@@ -250,6 +266,8 @@ struct Shared {
 struct Pool {
     fingerprint: String,
     permits: Arc<Semaphore>,
+    /// Invocations waiting for a permit.
+    queued: AtomicUsize,
     idle: Mutex<Vec<Arc<Instance>>>,
     retired: AtomicBool,
 }
@@ -308,6 +326,30 @@ struct ExitInfo {
     killed: bool,
 }
 
+/// A place in a function's queue, left when dropped.
+struct Queued<'a>(&'a Pool);
+
+impl<'a> Queued<'a> {
+    /// Joins `pool`'s queue unless `limit` invocations already wait.
+    fn join(pool: &'a Pool, limit: usize) -> Option<Self> {
+        pool.queued.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1)).ok()?;
+        Some(Self(pool))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a granted invocation did: where it ran, and its result.
+struct Granted {
+    instance_id: Option<String>,
+    cold: bool,
+    result: Result<Vec<u8>, InvokeError>,
+}
+
 /// What happened to an invocation on one instance.
 enum RunResult {
     Done(Result<Vec<u8>, InvokeError>),
@@ -358,6 +400,26 @@ impl Runtime {
     /// Invokes `spec` with `payload` and says which instance ran it, whether it was a cold
     /// start and how long it took.
     pub async fn invoke_traced(&self, spec: &FunctionSpec, payload: Vec<u8>) -> InvocationOutcome {
+        self.invoke_until(spec, payload, None).await
+    }
+
+    /// Like [`Runtime::invoke_traced`], for a caller that waits until `deadline` at most (API
+    /// Gateway's integration timeout), after which the outcome is
+    /// [`InvokeError::DeadlinePassed`].
+    ///
+    /// Cancellation-safe: once a free instance is granted, the invocation runs in a task of
+    /// its own, so neither the deadline nor a caller that goes away (its future dropped, its
+    /// client disconnected) cuts it short. It ends as Lambda's would, with a response, an
+    /// error, a crash or the function timeout, and its instance then goes back to the pool
+    /// or is killed. An instance is granted only under the function's cap, and the grant is
+    /// held until the instance is released, so the cap holds at every moment. A caller that
+    /// goes away while queued leaves the queue.
+    pub async fn invoke_until(
+        &self,
+        spec: &FunctionSpec,
+        payload: Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> InvocationOutcome {
         let begun = Instant::now();
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut outcome = InvocationOutcome {
@@ -367,61 +429,62 @@ impl Runtime {
             duration: Duration::ZERO,
             result: Err(InvokeError::Unavailable("not run".into())),
         };
+        let finish = |mut outcome: InvocationOutcome, result| {
+            outcome.result = result;
+            outcome.duration = begun.elapsed();
+            outcome
+        };
         if self.shared.stopped.load(Ordering::SeqCst) {
-            outcome.result = Err(InvokeError::Unavailable("the local runtime is shut down".into()));
-            return outcome;
+            return finish(outcome, Err(InvokeError::Unavailable("the local runtime is shut down".into())));
         }
+        let config = &self.shared.config;
         let pool = self.shared.pool_for(spec);
-        let permit =
-            match tokio::time::timeout(self.shared.config.queue_timeout, pool.permits.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => {
-                    outcome.result = Err(InvokeError::Unavailable(format!("{} is being stopped", spec.name)));
-                    outcome.duration = begun.elapsed();
-                    return outcome;
-                }
-                Err(_) => {
-                    outcome.result = Err(InvokeError::Unavailable(format!(
-                        "all {} instances of {} stayed busy for {:?}",
-                        self.shared.config.max_instances_per_function, spec.name, self.shared.config.queue_timeout
-                    )));
-                    outcome.duration = begun.elapsed();
-                    return outcome;
-                }
-            };
-        let payload = Bytes::from(payload);
-        // A warm instance that dies before it takes the event is retried once on another.
-        for attempt in 0..2 {
-            let (instance, cold) = match pool.take_idle() {
-                Some(instance) => (instance, false),
-                None => match self.shared.spawn_instance(spec) {
-                    Ok(instance) => (instance, true),
-                    Err(error) => {
-                        outcome.result = Err(error);
-                        break;
-                    }
-                },
-            };
-            outcome.instance_id = Some(instance.id.clone());
-            outcome.cold = cold;
-            let run = self.shared.run_on(&instance, spec, &request_id, payload.clone(), cold).await;
-            self.shared.release(&pool, instance);
-            match run {
-                RunResult::Done(result) => {
-                    outcome.result = result;
-                    break;
-                }
-                RunResult::NotDelivered(result) => {
-                    outcome.result = result;
-                    if cold || attempt == 1 {
-                        break;
-                    }
-                }
+        let Some(queued) = Queued::join(&pool, config.max_queued_per_function) else {
+            let reason = format!(
+                "all {} instances of {} are busy and {} invocations wait",
+                config.max_instances_per_function, spec.name, config.max_queued_per_function
+            );
+            return finish(outcome, Err(InvokeError::Throttled(reason)));
+        };
+        let queue_deadline = deadline.map_or(begun + config.queue_timeout, |d| d.min(begun + config.queue_timeout));
+        let granted = tokio::time::timeout_at(queue_deadline.into(), pool.permits.clone().acquire_owned()).await;
+        drop(queued);
+        let permit = match granted {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => {
+                return finish(outcome, Err(InvokeError::Unavailable(format!("{} is being stopped", spec.name))))
             }
+            Err(_) if deadline.is_some_and(|d| d <= queue_deadline) => {
+                return finish(outcome, Err(InvokeError::DeadlinePassed { after: begun.elapsed() }))
+            }
+            Err(_) => {
+                let reason = format!(
+                    "all {} instances of {} stayed busy for {:?}",
+                    config.max_instances_per_function, spec.name, config.queue_timeout
+                );
+                return finish(outcome, Err(InvokeError::Unavailable(reason)));
+            }
+        };
+        let run = tokio::spawn(Arc::clone(&self.shared).run_granted(
+            pool,
+            permit,
+            spec.clone(),
+            request_id,
+            Bytes::from(payload),
+        ));
+        let joined = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), run).await,
+            None => Ok(run.await),
+        };
+        match joined {
+            Ok(Ok(granted)) => {
+                outcome.instance_id = granted.instance_id;
+                outcome.cold = granted.cold;
+                finish(outcome, granted.result)
+            }
+            Ok(Err(error)) => finish(outcome, Err(InvokeError::Unavailable(format!("the invocation failed: {error}")))),
+            Err(_) => finish(outcome, Err(InvokeError::DeadlinePassed { after: begun.elapsed() })),
         }
-        drop(permit);
-        outcome.duration = begun.elapsed();
-        outcome
     }
 
     /// The cold start of every instance started so far, oldest first.

@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::*;
 
@@ -39,6 +39,7 @@ impl Shared {
         let pool = Arc::new(Pool {
             fingerprint,
             permits: Arc::new(Semaphore::new(self.config.max_instances_per_function.max(1))),
+            queued: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
         });
@@ -46,7 +47,54 @@ impl Shared {
         pool
     }
 
-    pub(super) fn release(&self, pool: &Pool, instance: Arc<Instance>) {
+    /// Runs a granted invocation to its end on an idle instance or a new one, and releases
+    /// the instance; `permit` is the grant, held until then.
+    pub(super) async fn run_granted(
+        self: Arc<Self>,
+        pool: Arc<Pool>,
+        permit: OwnedSemaphorePermit,
+        spec: FunctionSpec,
+        request_id: String,
+        payload: Bytes,
+    ) -> Granted {
+        let mut granted =
+            Granted { instance_id: None, cold: false, result: Err(InvokeError::Unavailable("not run".into())) };
+        // A warm instance that dies before it takes the event is retried once on another.
+        for attempt in 0..2 {
+            let (instance, cold) = match pool.take_idle() {
+                Some(instance) => (instance, false),
+                None => match self.spawn_instance(&spec) {
+                    Ok(instance) => (instance, true),
+                    Err(error) => {
+                        granted.result = Err(error);
+                        break;
+                    }
+                },
+            };
+            granted.instance_id = Some(instance.id.clone());
+            granted.cold = cold;
+            let run = self.run_on(&instance, &spec, &request_id, payload.clone(), cold).await;
+            self.release(&pool, instance).await;
+            match run {
+                RunResult::Done(result) => {
+                    granted.result = result;
+                    break;
+                }
+                RunResult::NotDelivered(result) => {
+                    granted.result = result;
+                    if cold || attempt == 1 {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(permit);
+        granted
+    }
+
+    /// Returns `instance` to the pool, or kills it (unhealthy, or of a retired pool) and waits
+    /// until its process is gone, so that the grant outlives the process.
+    pub(super) async fn release(&self, pool: &Pool, instance: Arc<Instance>) {
         let healthy = {
             let mut state = instance.state.lock().unwrap();
             state.busy = false;
@@ -58,6 +106,7 @@ impl Shared {
         }
         if !healthy || pool.retired.load(Ordering::SeqCst) {
             instance.kill();
+            instance.wait_exit(Duration::from_secs(5)).await;
             return;
         }
         pool.idle.lock().unwrap().push(instance);

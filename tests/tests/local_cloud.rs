@@ -479,3 +479,45 @@ async fn a_deploy_is_served_when_it_returns_and_a_frozen_emulator_does_not_stop_
     }
     moto.freeze(false);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_the_stage_burst_are_throttled_with_api_gateways_answer() {
+    let moto = Moto::start().unwrap();
+    let dir = scratch("throttle");
+    let cloud = LocalCloud::new("throttle", moto.endpoint());
+    cloud.run("up");
+
+    // The local environment with a stage limit of 1 request per second and a burst of 3.
+    let environments = dir.join("environments");
+    std::fs::create_dir_all(&environments).unwrap();
+    let local = std::fs::read_to_string(e2e::workspace_root().join("environments/local.yaml")).unwrap();
+    let throttled = local.replace("rate_limit: 50.0", "rate_limit: 1.0").replace("burst_limit: 100", "burst_limit: 3");
+    assert_ne!(local, throttled, "local.yaml's throttling is what this test replaces");
+    std::fs::write(environments.join("local.yaml"), throttled).unwrap();
+    let output = xtask(&moto)
+        .args(["deploy", "--env", "local", "--yes", "--manifest"])
+        .arg(echo_manifest(&dir, "v1"))
+        .env(xtask::config::ENVIRONMENTS_DIR_ENV, &environments)
+        .env("XTASK_LOCAL_STATE_DIR", &cloud.state_dir)
+        .env("XTASK_LOCAL_API_PORT", cloud.api_port.to_string())
+        .output()
+        .unwrap();
+    check(output, "deploy --env local");
+
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let begun = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let answer = get(&client, &cloud.url("/upload-url")).await;
+        if answer.status == 429 {
+            assert_eq!(answer.json, json!({"message": "Too Many Requests"}));
+        }
+        statuses.push(answer.status);
+    }
+    let allowed = 3 + begun.elapsed().as_secs() as usize + 1;
+    let passed = statuses.iter().filter(|status| **status == 200).count();
+    assert!(passed >= 3, "the burst of 3 passes: {statuses:?}");
+    assert!(passed <= allowed, "at most the burst and 1/s after it: {statuses:?} in {:?}", begun.elapsed());
+    assert!(statuses.iter().all(|status| *status == 200 || *status == 429), "{statuses:?}");
+    assert!(cloud.log("dataplane.log").contains("(throttled by the stage)"));
+}

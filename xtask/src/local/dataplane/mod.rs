@@ -22,6 +22,8 @@
 //!   {"message":"Internal Server Error"}`, a function error `500`, a function whose
 //!   instances are all busy and whose queue is full `429 {"message":"Too Many Requests"}`,
 //!   as API Gateway answers them.
+//! - Stage throttling: each route's rate and burst (its own, or the stage's default) as a
+//!   token bucket; over it, `429 {"message":"Too Many Requests"}`.
 //! - CORS: preflight requests are answered from the API's CORS configuration and CORS
 //!   headers are added to responses, as HTTP APIs do.
 //! - Function processes reach the emulator through the standard variables: `AWS_ENDPOINT_URL`,
@@ -49,6 +51,7 @@ use super::runtime::{FunctionSpec, Runtime};
 mod cors;
 mod functions;
 mod serving;
+mod throttle;
 
 pub use functions::{deployed_spec, function_environment};
 pub use serving::message;
@@ -161,6 +164,8 @@ struct DataPlane {
     /// qualifier. Written by the background refresh, read by requests.
     prepared: Mutex<HashMap<FunctionKey, Prepared>>,
     stopping: AtomicBool,
+    /// Stage throttling's token buckets.
+    throttle: throttle::Buckets,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -179,6 +184,7 @@ impl DataPlane {
             runtimes: tokio::sync::Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            throttle: throttle::Buckets::default(),
         }
     }
 

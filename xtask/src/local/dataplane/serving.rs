@@ -169,6 +169,12 @@ impl DataPlane {
         };
         let route_key = matched.route.key.clone();
         let what = |detail: &str| format!("{} {route_key} {detail}", api.id);
+        let limit = api.throttling.get(&matched.stage).and_then(|throttling| throttling.limit_for(&route_key));
+        if let Some(limit) = limit {
+            if !self.throttle.admit((&api.id, &matched.stage, &route_key), limit, Instant::now()) {
+                return (message(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"), what("(throttled by the stage)"));
+            }
+        }
         let Some(integration) = matched.route.integration_id.as_ref().and_then(|id| api.integrations.get(id)) else {
             tracing::warn!("route {route_key} of API {} has no integration (target)", api.id);
             return (internal_server_error(), what("(no integration)"));

@@ -19,7 +19,40 @@ pub struct Api {
     pub integrations: BTreeMap<String, Integration>,
     /// Stage names, `$default` included when deployed.
     pub stages: Vec<String>,
+    /// Each stage's throttling, by stage name.
+    pub throttling: BTreeMap<String, Throttling>,
     pub cors: Option<Cors>,
+}
+
+/// A stage's throttling: the limit every route gets, and the routes that have their own, by
+/// route key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Throttling {
+    pub default: Option<Limit>,
+    pub routes: BTreeMap<String, Limit>,
+}
+
+impl Throttling {
+    /// The limit of the route with `route_key`; `None` for no limit.
+    pub fn limit_for(&self, route_key: &str) -> Option<Limit> {
+        self.routes.get(route_key).copied().or(self.default)
+    }
+}
+
+/// A token bucket's size: steady-state requests per second, and the burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    pub rate: f64,
+    pub burst: u32,
+}
+
+impl Limit {
+    /// The limit route settings set, when they set both halves of it.
+    fn of(settings: &aws_sdk_apigatewayv2::types::RouteSettings) -> Option<Limit> {
+        let rate = settings.throttling_rate_limit()?;
+        let burst = u32::try_from(settings.throttling_burst_limit()?).ok()?;
+        Some(Limit { rate, burst })
+    }
 }
 
 /// A route: its key as deployed, parsed, and the integration its target names.
@@ -353,6 +386,21 @@ pub(super) async fn get_apis(clients: &RegionClients) -> Result<Vec<Api>> {
             stages: stages
                 .iter()
                 .filter_map(|stage: &aws_sdk_apigatewayv2::types::Stage| stage.stage_name().map(str::to_owned))
+                .collect(),
+            throttling: stages
+                .iter()
+                .filter_map(|stage: &aws_sdk_apigatewayv2::types::Stage| {
+                    let throttling = Throttling {
+                        default: stage.default_route_settings().and_then(Limit::of),
+                        routes: stage
+                            .route_settings()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(key, settings)| Some((key.clone(), Limit::of(settings)?)))
+                            .collect(),
+                    };
+                    Some((stage.stage_name()?.to_owned(), throttling))
+                })
                 .collect(),
             cors: api.cors_configuration().map(|cors| Cors {
                 allow_origins: cors.allow_origins().to_vec(),

@@ -40,7 +40,8 @@ mod functions;
 
 use apis::get_apis;
 pub use apis::{
-    account_of_arn, function_of_uri, parse_route_key, Api, Cors, Integration, Matched, Route, RouteKey, Segment,
+    account_of_arn, function_of_uri, parse_route_key, Api, Cors, Integration, Limit, Matched, Route, RouteKey, Segment,
+    Throttling,
 };
 pub use functions::{content_addressed_sibling, moto_code_key, Code, Function};
 use functions::{function_of, list_functions, sdk_error};

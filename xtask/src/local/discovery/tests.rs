@@ -15,6 +15,7 @@ fn api(keys: &[&str], stages: &[&str]) -> Api {
         routes: keys.iter().map(|key| route(key)).collect(),
         integrations: BTreeMap::new(),
         stages: stages.iter().map(|s| (*s).to_owned()).collect(),
+        throttling: BTreeMap::new(),
         cors: None,
     }
 }
@@ -121,4 +122,15 @@ fn environments_come_from_tags_then_names() {
     assert_eq!(tagged.environment().as_deref(), Some("local"));
     tagged.tags.clear();
     assert_eq!(tagged.environment(), None);
+}
+
+#[test]
+fn a_route_of_its_own_overrides_the_stage_default_limit() {
+    let throttling = Throttling {
+        default: Some(Limit { rate: 50.0, burst: 100 }),
+        routes: BTreeMap::from([("POST /analyze".to_owned(), Limit { rate: 5.0, burst: 10 })]),
+    };
+    assert_eq!(throttling.limit_for("POST /analyze"), Some(Limit { rate: 5.0, burst: 10 }));
+    assert_eq!(throttling.limit_for("GET /upload-url"), Some(Limit { rate: 50.0, burst: 100 }));
+    assert_eq!(Throttling::default().limit_for("GET /upload-url"), None);
 }

@@ -478,6 +478,31 @@ async fn a_deploy_is_served_when_it_returns_and_a_frozen_emulator_does_not_stop_
         assert!(begun.elapsed() < Duration::from_secs(2), "served in {:?} with the emulator frozen", begun.elapsed());
     }
     moto.freeze(false);
+
+    // API Gateway's payload limit: a body announced over 10 MB is refused, unread, with its
+    // answer.
+    use std::io::{Read as _, Write as _};
+    let mut large = std::net::TcpStream::connect(("127.0.0.1", cloud.api_port)).unwrap();
+    let announced = 10 * 1024 * 1024 + 1;
+    write!(large, "POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Length: {announced}\r\n\r\n").unwrap();
+    large.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = large.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with(r#"{"message":"Request Entity Too Large"}"#), "{answer}");
+
+    // A client that never finishes its headers is cut off (the header timeout is 10 s).
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", cloud.api_port)).unwrap();
+    stalled.write_all(b"GET /upload-url HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let begun = Instant::now();
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    assert!(begun.elapsed() < Duration::from_secs(20), "the stalled connection stayed open {:?}", begun.elapsed());
+    // And the API still answers.
+    let answer = get(&client, &cloud.url("/upload-url")).await;
+    assert_eq!(answer.status, 200, "{}", answer.json);
 }
 
 #[tokio::test(flavor = "multi_thread")]

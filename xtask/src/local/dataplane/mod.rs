@@ -29,6 +29,10 @@
 //! - Function processes reach the emulator through the standard variables: `AWS_ENDPOINT_URL`,
 //!   test credentials, `S3_FORCE_PATH_STYLE=true`, and `AWS_ENDPOINT_URL_REKOGNITION` when the
 //!   state directory's `face.url` names the local face-analysis service.
+//! - Bounded: at most [`MAX_CONNECTIONS`] open connections, headers within
+//!   [`HEADER_READ_TIMEOUT`], bodies up to 10 MB (`413` beyond) and at most
+//!   [`MAX_BUFFERED_BODY_BYTES`] of them in memory at once, and each function's queue (see
+//!   [`super::runtime`]).
 //! - `GET /_local/health`, `GET /_local/apis` and `POST /_local/refresh` on `api_port` are
 //!   the data plane's own.
 
@@ -58,6 +62,14 @@ pub use serving::message;
 
 /// API Gateway's limit on a request payload.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+/// At most this many client connections are open at once, over every port; more wait in the
+/// kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// A client has this long to send a request's headers, or its connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request bodies held in memory at once, over every request: a request whose body does not
+/// fit waits until it does, so the data plane's memory stays bounded whatever clients send.
+pub const MAX_BUFFERED_BODY_BYTES: usize = 256 * 1024 * 1024;
 /// The variable that points a function's Rekognition client at the face-analysis service.
 pub const REKOGNITION_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_REKOGNITION";
 
@@ -166,6 +178,10 @@ struct DataPlane {
     stopping: AtomicBool,
     /// Stage throttling's token buckets.
     throttle: throttle::Buckets,
+    /// One permit per open client connection ([`MAX_CONNECTIONS`]).
+    connections: Arc<tokio::sync::Semaphore>,
+    /// One permit per byte of request body held ([`MAX_BUFFERED_BODY_BYTES`]).
+    body_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -185,6 +201,8 @@ impl DataPlane {
             prepared: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             throttle: throttle::Buckets::default(),
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            body_bytes: Arc::new(tokio::sync::Semaphore::new(MAX_BUFFERED_BODY_BYTES)),
         }
     }
 

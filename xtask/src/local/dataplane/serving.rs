@@ -11,8 +11,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -28,6 +29,8 @@ impl DataPlane {
         let plane = Arc::clone(self);
         let task = tokio::spawn(async move {
             loop {
+                // Over the bound, connections wait in the kernel's queue rather than here.
+                let Ok(open) = Arc::clone(&plane.connections).acquire_owned().await else { return };
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -42,11 +45,15 @@ impl DataPlane {
                         let plane = Arc::clone(&plane);
                         async move { Ok::<_, Infallible>(plane.handle(port, peer, request).await) }
                     });
-                    if let Err(error) =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-                    {
+                    let served = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    if let Err(error) = served {
                         tracing::debug!("connection from {peer} on port {port}: {error}");
                     }
+                    drop(open);
                 });
             }
         });
@@ -67,6 +74,16 @@ impl DataPlane {
             return self.control_endpoint(&method, request.uri().path()).await;
         }
         let (parts, body) = request.into_parts();
+        // A body announced over the limit is refused unread; any other is read only once the
+        // memory it may take is available.
+        let announced = body.size_hint().exact().map_or(MAX_REQUEST_BYTES as u64, |exact| exact);
+        if announced > MAX_REQUEST_BYTES as u64 {
+            tracing::info!("port {port} {method} {target} -> 413 (body of {announced} bytes announced)");
+            return full(message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"));
+        }
+        let Ok(_held) = Arc::clone(&self.body_bytes).acquire_many_owned(announced as u32).await else {
+            return full(message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"));
+        };
         let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {

@@ -3,5 +3,6 @@
 
 pub mod deploy;
 pub mod latency;
+pub mod load;
 pub mod proxy;
 pub mod report;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::deploy::{CriticalPath, Operation};
 use super::latency::FunctionLatency;
+use crate::bench::load::LoadReport;
 use crate::calls::Counts;
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +26,9 @@ pub struct Report {
     /// Why face analysis was not measured, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub face_analysis_skipped: Option<String>,
+    /// The local API under load (`None` with `--skip-load`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadReport>,
     pub targets: Vec<Target>,
 }
 
@@ -433,13 +437,156 @@ pub fn markdown(report: &Report) -> String {
             let _ = writeln!(out, "Not measured.");
         }
     }
+    if let Some(load) = &report.load {
+        out.push_str(&load_markdown(load));
+    }
     out
+}
+
+/// The load section's targets.
+pub fn judge_load(load: &LoadReport) -> Vec<Target> {
+    let mut targets = Vec::new();
+    let upload = &load.upload_url;
+    targets.push(Target {
+        what: "upload-url under load".into(),
+        target: "≥ 3,000 successful requests/s, p99 ≤ 1 s at 1,000 connections".into(),
+        measured: format!("{:.0}/s, p99 {:.0} ms", upload.successful_per_s, upload.p99_ms),
+        met: upload.successful_per_s >= 3000.0 && upload.p99_ms <= 1000.0,
+        note: "every request crosses the data plane, the Runtime API and a function process; the load generator \
+               runs on the same cores"
+            .into(),
+    });
+    match load.analyze_to_face {
+        Some(ratio) => targets.push(Target {
+            what: "analyze under load".into(),
+            target: "≥ 0.8 × the face service's own throughput".into(),
+            measured: format!(
+                "{:.1}/s against {:.1}/s, {ratio:.2}×",
+                load.analyze.successful_per_s,
+                load.face_direct.as_ref().map_or(0.0, |face| face.successful_per_s)
+            ),
+            met: ratio >= 0.8,
+            note: "analyze's work is the face service's DetectFaces; the rest is its overhead".into(),
+        }),
+        None => targets.push(Target {
+            what: "analyze under load".into(),
+            target: "≥ 0.8 × the face service's own throughput".into(),
+            measured: "not measured".into(),
+            met: false,
+            note: "the face service did not start here".into(),
+        }),
+    }
+    let server_errors: u64 = [&load.upload_url, &load.analyze]
+        .iter()
+        .flat_map(|run| run.statuses.iter())
+        .chain(load.storm.statuses.iter())
+        .filter(|(code, _)| code.as_str() == "500" || code.as_str() == "502")
+        .map(|(_, n)| n)
+        .sum();
+    targets.push(Target {
+        what: "no 500 or 502 under load".into(),
+        target: "0".into(),
+        measured: server_errors.to_string(),
+        met: server_errors == 0,
+        note: "every answer under load is the function's, or API Gateway's own 429 or 503".into(),
+    });
+    let peak = [&load.upload_url.peak_processes, &load.analyze.peak_processes, &load.storm.peak_processes]
+        .iter()
+        .flat_map(|peaks| peaks.values())
+        .copied()
+        .max()
+        .unwrap_or(0);
+    targets.push(Target {
+        what: "function processes under load".into(),
+        target: format!("never above the cap of {}", load.cap),
+        measured: format!("at most {peak}"),
+        met: peak <= load.cap,
+        note: "an instance is granted under the cap and the grant outlives the process".into(),
+    });
+    targets.push(Target {
+        what: "drain after the cancellation storm".into(),
+        target: "back to the cap within 2 s, and the API answers".into(),
+        measured: format!(
+            "{:.0} ms{}",
+            load.storm.drain_ms,
+            if load.storm.answers_after { "" } else { ", then no answer" }
+        ),
+        met: load.storm.drain_ms <= 2000.0 && load.storm.answers_after,
+        note: "invocations whose clients gave up finish on their own instances".into(),
+    });
+    targets.push(Target {
+        what: "data plane memory under load".into(),
+        target: "peak RSS ≤ 200 MB".into(),
+        measured: format!("{:.0} MiB", load.dataplane_peak_rss_mib),
+        met: load.dataplane_peak_rss_mib * 1.048_576 <= 200.0,
+        note: "connections, queues and buffered bodies are bounded".into(),
+    });
+    targets
+}
+
+/// The load section, as markdown.
+pub fn load_markdown(load: &LoadReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## The local API under load\n\n`oha` {} on the same machine; at most {} instances per function; the \
+         stage's throttling raised out of the way, so that the data plane and the functions are measured.\n",
+        load.oha, load.cap
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | connections | successful/s | p50 | p99 | p99.9 | statuses | client errors | peak processes |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let runs = [Some(&load.upload_url), Some(&load.analyze), load.face_direct.as_ref()];
+    for run in runs.into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.0} ms | {:.0} ms | {:.0} ms | {} | {} | {} |",
+            run.name,
+            run.connections,
+            run.successful_per_s,
+            run.p50_ms,
+            run.p99_ms,
+            run.p999_ms,
+            counts(&run.statuses),
+            counts(&run.errors),
+            peaks(&run.peak_processes),
+        );
+    }
+    let storm = &load.storm;
+    let _ = writeln!(
+        out,
+        "\nCancellation storm: {} clients giving up after 50 to 300 ms; {} gave up, answers {}; peak processes {}; \
+         back to the cap {:.0} ms after the last client; the API answered afterwards: {}. Data plane peak RSS: \
+         {:.0} MiB.",
+        storm.clients,
+        storm.gave_up,
+        counts(&storm.statuses),
+        peaks(&storm.peak_processes),
+        storm.drain_ms,
+        if storm.answers_after { "yes" } else { "no" },
+        load.dataplane_peak_rss_mib
+    );
+    out
+}
+
+fn counts(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "-".to_owned();
+    }
+    counts.iter().map(|(key, n)| format!("{key}: {n}")).collect::<Vec<_>>().join(", ")
+}
+
+fn peaks(peaks: &BTreeMap<String, usize>) -> String {
+    peaks.iter().map(|(function, n)| format!("{function} {n}")).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bench::latency::Summary;
+    use crate::bench::load::{LoadRun, Storm};
 
     fn summary(p50_ms: f64, p99_ms: f64) -> Summary {
         Summary { samples: 200, p50_ms, p99_ms, min_ms: p50_ms, max_ms: p99_ms }
@@ -509,6 +656,7 @@ mod tests {
             },
             face_analysis: None,
             face_analysis_skipped: Some("no npm".into()),
+            load: None,
             targets,
         }
     }
@@ -534,5 +682,58 @@ mod tests {
     #[test]
     fn the_markdown_report_shows_every_section() {
         insta::assert_snapshot!(markdown(&report()));
+    }
+
+    fn load_run(name: &str, successful_per_s: f64, p99_ms: f64, statuses: &[(&str, u64)], peak: usize) -> LoadRun {
+        LoadRun {
+            name: name.into(),
+            connections: 1,
+            seconds: 30.0,
+            successful_per_s,
+            p50_ms: 1.0,
+            p99_ms,
+            p999_ms: p99_ms,
+            statuses: statuses.iter().map(|(code, n)| ((*code).to_owned(), *n)).collect(),
+            errors: BTreeMap::new(),
+            peak_processes: BTreeMap::from([("f".to_owned(), peak)]),
+        }
+    }
+
+    #[test]
+    fn load_targets_miss_on_server_errors_processes_over_the_cap_and_slow_drains() {
+        let mut load = LoadReport {
+            oha: "1".into(),
+            cap: 4,
+            upload_url: load_run("GET /upload-url", 3500.0, 800.0, &[("200", 10), ("429", 3)], 4),
+            analyze: load_run("POST /analyze", 9.0, 900.0, &[("200", 10)], 4),
+            storm: Storm {
+                clients: 300,
+                statuses: BTreeMap::new(),
+                gave_up: 300,
+                peak_processes: BTreeMap::from([("f".to_owned(), 4)]),
+                drain_ms: 5.0,
+                answers_after: true,
+            },
+            face_direct: Some(load_run("DetectFaces", 10.0, 900.0, &[("200", 10)], 0)),
+            analyze_to_face: Some(0.9),
+            dataplane_peak_rss_mib: 70.0,
+        };
+        assert!(judge_load(&load).iter().all(|target| target.met), "{:#?}", judge_load(&load));
+
+        load.analyze.statuses.insert("502".into(), 1);
+        load.storm.peak_processes.insert("f".into(), 5);
+        load.storm.drain_ms = 2500.0;
+        load.analyze_to_face = Some(0.5);
+        let missed: Vec<String> =
+            judge_load(&load).into_iter().filter(|target| !target.met).map(|target| target.what).collect();
+        assert_eq!(
+            missed,
+            [
+                "analyze under load",
+                "no 500 or 502 under load",
+                "function processes under load",
+                "drain after the cancellation storm"
+            ]
+        );
     }
 }

@@ -26,6 +26,7 @@ use super::flags::parse_duration;
 use crate::arch::Arch;
 use crate::bench::deploy::{self, Operation, OperationRun, Workload};
 use crate::bench::latency;
+use crate::bench::load;
 use crate::bench::proxy::LatencyProxy;
 use crate::bench::report::{self, BuildTimes, DeployReport, DriftReport, Machine, OperationReport, Report, Size};
 use crate::local::cloud;
@@ -53,6 +54,16 @@ pub struct BenchArgs {
     /// Skip the full release build from clean (minutes on a small machine).
     #[arg(long)]
     pub skip_full_build: bool,
+    /// Seconds each load scenario runs.
+    #[arg(long, default_value_t = 30)]
+    pub load_seconds: u64,
+    /// Skip the load section.
+    #[arg(long, conflicts_with = "load_only")]
+    pub skip_load: bool,
+    /// Run only the load section (against a release build that exists), and write
+    /// target/bench/load.json and load.md.
+    #[arg(long)]
+    pub load_only: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -63,6 +74,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     Venv::ensure(&root)?;
+    if args.load_only {
+        return load_only(&root, &out, args.load_seconds);
+    }
 
     println!("==> Build times");
     let build = build_times(&root, args.skip_full_build)?;
@@ -146,6 +160,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         work_dir: &out.join("work"),
     };
     let latency = runtime.block_on(latency::measure(&plan))?;
+    cloud.reset()?;
+    let load = if args.skip_load {
+        None
+    } else {
+        println!("==> The local API under load");
+        Some(load_section(&root, &out, &cloud, args.load_seconds)?)
+    };
     drop(cloud);
 
     println!("==> Local face analysis");
@@ -154,7 +175,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None => (None, Some("the local face service did not start (see `cargo xtask local up`)".to_owned())),
     };
 
-    let targets = report::judge(&deploy, &sizes, &latency, &build);
+    let mut targets = report::judge(&deploy, &sizes, &latency, &build);
+    targets.extend(load.iter().flat_map(report::judge_load));
     let drift =
         DriftReport { wall_ms: millis(drift.wall), total_calls: crate::calls::total(&drift.calls), calls: drift.calls };
     let report = Report {
@@ -167,6 +189,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         drift,
         face_analysis,
         face_analysis_skipped,
+        load,
         targets,
     };
     let json = serde_json::to_string_pretty(&report)?;
@@ -178,6 +201,44 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "Wrote {} and {}",
         workspace::relative(&root, &out.join("report.json")),
         workspace::relative(&root, &out.join("report.md"))
+    );
+    Ok(())
+}
+
+/// The load section on `cloud`, whose emulator holds nothing yet.
+fn load_section(root: &Path, out: &Path, cloud: &PrivateCloud, seconds: u64) -> Result<load::LoadReport> {
+    let oha = load::ensure_oha(root)?;
+    let plan = load::prepare(root, &out.join("work"), &cloud.config, oha, seconds)?;
+    load::measure(&plan)
+}
+
+/// `bench --load-only`: the load section alone, on a private cloud of its own.
+fn load_only(root: &Path, out: &Path, seconds: u64) -> Result<()> {
+    Manifest::load(root)?.context("there is no release build: run `cargo xtask build` first")?;
+    let cloud = PrivateCloud::start(root, &out.join("cloud"))?;
+    println!("==> The local API under load");
+    let load = load_section(root, out, &cloud, seconds)?;
+    drop(cloud);
+    let targets = report::judge_load(&load);
+    let mut markdown = report::load_markdown(&load);
+    markdown.push_str("\n| what | target | measured | met |\n|---|---|---|---|\n");
+    for target in &targets {
+        markdown.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            target.what,
+            target.target,
+            target.measured,
+            if target.met { "yes" } else { "**no**" }
+        ));
+    }
+    let json = serde_json::to_string_pretty(&serde_json::json!({ "load": load, "targets": targets }))?;
+    workspace::write_atomic(&out.join("load.json"), json.as_bytes())?;
+    workspace::write_atomic(&out.join("load.md"), markdown.as_bytes())?;
+    println!("\n{markdown}");
+    println!(
+        "Wrote {} and {}",
+        workspace::relative(root, &out.join("load.json")),
+        workspace::relative(root, &out.join("load.md"))
     );
     Ok(())
 }

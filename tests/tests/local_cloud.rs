@@ -181,6 +181,12 @@ async fn get(client: &reqwest::Client, url: &str) -> Answer {
 
 const NOT_FOUND: &str = r#"{"message":"Not Found"}"#;
 
+/// Asks the data plane to re-read the deployed configuration now, as a deploy does.
+async fn refresh(client: &reqwest::Client, cloud: &LocalCloud) {
+    let response = client.post(cloud.url("/_local/refresh")).send().await.expect("POST /_local/refresh");
+    assert_eq!(response.status().as_u16(), 200, "{}", response.text().await.unwrap_or_default());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_data_plane_serves_every_deployed_environment_as_deployed() {
     let moto = Moto::start().unwrap();
@@ -464,6 +470,33 @@ async fn a_deploy_is_served_when_it_returns_and_a_frozen_emulator_does_not_stop_
         let answer = get(&client, &cloud.url("/upload-url")).await;
         assert_eq!((answer.status, &answer.json["tag"]), (200, &json!(tag)), "{}", answer.json);
     }
+
+    // A reserved concurrency set on a function is its cap; a reserved concurrency of 0
+    // throttles it.
+    let lambda = aws_sdk_lambda::Client::new(&moto.sdk_config().await);
+    let function = "image-analyzer-local-upload-url";
+    let reserve = |n: i32| lambda.put_function_concurrency().function_name(function).reserved_concurrent_executions(n);
+    reserve(1).send().await.unwrap();
+    refresh(&client, &cloud).await;
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url) = (client.clone(), cloud.url("/upload-url?sleep=0.3"));
+            tokio::spawn(async move { get(&client, &url).await })
+        })
+        .collect();
+    let mut pids = std::collections::BTreeSet::new();
+    for call in calls {
+        let answer = call.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.json);
+        pids.insert(answer.json["pid"].as_u64().unwrap());
+    }
+    assert_eq!(pids.len(), 1, "one instance served the three requests in turn: {pids:?}");
+    reserve(0).send().await.unwrap();
+    refresh(&client, &cloud).await;
+    let answer = get(&client, &cloud.url("/upload-url")).await;
+    assert_eq!((answer.status, answer.json.clone()), (429, json!({"message": "Too Many Requests"})));
+    lambda.delete_function_concurrency().function_name(function).send().await.unwrap();
+    refresh(&client, &cloud).await;
 
     // The emulator hangs: requests are answered from the snapshot, routed or not, in time.
     moto.freeze(true);

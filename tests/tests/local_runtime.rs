@@ -78,6 +78,7 @@ fn function(name: &str, bootstrap: PathBuf, dir: &Path) -> FunctionSpec {
         memory_mb: 128,
         timeout: Duration::from_secs(10),
         log_file: dir.join("logs").join(format!("{name}.log")),
+        max_instances: None,
     }
 }
 
@@ -481,4 +482,35 @@ async fn a_caller_deadline_answers_in_time_and_the_invocation_still_finishes() {
     assert_eq!(answer["pid"].as_u64().unwrap(), first);
     let log = std::fs::read_to_string(&spec.log_file).unwrap();
     assert!(!log.contains("(killed)"), "nothing was killed: {log}");
+}
+
+#[tokio::test]
+async fn a_reserved_concurrency_caps_its_function_below_the_default_and_zero_throttles_it() {
+    let dir = scratch("reserved");
+    let runtime = Arc::new(Runtime::start().await.unwrap());
+    assert_eq!(runtime.config().max_instances_per_function, 4);
+    let mut spec = script_function("reserved", &dir);
+    spec.max_instances = Some(2);
+
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (runtime, spec) = (runtime.clone(), spec.clone());
+            tokio::spawn(async move { call(&runtime, &spec, json!({"sleep": 0.3})).await })
+        })
+        .collect();
+    let mut most = 0;
+    while !calls.iter().all(|c| c.is_finished()) {
+        most = most.max(live_processes(&runtime, "reserved").0);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut pids = BTreeSet::new();
+    for call in calls {
+        pids.insert(call.await.unwrap().unwrap()["pid"].as_u64().unwrap());
+    }
+    assert!(most <= 2, "at most the reserved 2 processes at once, saw {most}");
+    assert_eq!(pids.len(), 2, "{pids:?}");
+
+    spec.max_instances = Some(0);
+    let error = call(&runtime, &spec, json!({})).await.unwrap_err();
+    assert!(matches!(error, InvokeError::Throttled(_)), "{error:?}");
 }

@@ -158,7 +158,7 @@ pub fn prepare(root: &Path, work: &Path, config: &LocalConfig, oha: PathBuf, sec
             .iter()
             .map(|function| format!("{}-local-{}", config.project, function.name))
             .collect(),
-        cap: 4,
+        cap: config.max_instances,
     })
 }
 

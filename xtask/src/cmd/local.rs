@@ -73,7 +73,8 @@ pub struct ServeArgs {
     /// How often the deployed configuration is re-read, in milliseconds.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub poll_interval_ms: u64,
-    /// At most this many instances of one function run at once.
+    /// At most this many instances of a function without a reserved concurrency run at once
+    /// (`up` passes `local.max_instances` of environments/local.yaml, default 4).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub max_instances: usize,
 }

@@ -102,7 +102,12 @@ pub struct Throttling {
 pub struct LocalSettings {
     /// The port the local HTTP API listens on.
     pub api_port: u16,
+    /// At most this many instances of a function without a reserved concurrency run at once.
+    pub max_instances: u32,
 }
+
+/// `local.max_instances` when the file does not set it.
+pub const DEFAULT_LOCAL_MAX_INSTANCES: u32 = 4;
 
 /// The settings a function gets when the file leaves them out: its row of [`FUNCTIONS`], on
 /// x86_64.
@@ -251,7 +256,10 @@ impl Environment {
             tags: raw.tags.unwrap_or_default().0,
             protect: raw.protect,
             promote_from,
-            local: raw.local.map(|l| LocalSettings { api_port: l.api_port.0 }),
+            local: raw.local.map(|l| LocalSettings {
+                api_port: l.api_port.0,
+                max_instances: l.max_instances.map_or(DEFAULT_LOCAL_MAX_INSTANCES, |m| m.0),
+            }),
         })
     }
 

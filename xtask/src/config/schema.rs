@@ -72,9 +72,11 @@ pub(super) struct RawThrottling {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `api_port`")]
+#[serde(deny_unknown_fields, expecting = "a mapping with `api_port` and, optionally, `max_instances`")]
 pub(super) struct RawLocal {
     pub(super) api_port: ApiPort,
+    #[serde(default)]
+    pub(super) max_instances: Option<MaxInstances>,
 }
 
 // --- integers ---------------------------------------------------------------------------------
@@ -139,6 +141,10 @@ int_in_range!(
     TimeoutSeconds, 1, 900
 );
 int_in_range!(UploadUrlExpirySeconds, 1, 3600);
+int_in_range!(
+    /// Instances of one function the local cloud runs at once.
+    MaxInstances, 1, 1000
+);
 int_in_range!(UploadsExpireAfterDays, 1, u32::MAX);
 int_in_range!(BurstLimit, 1, u32::MAX);
 

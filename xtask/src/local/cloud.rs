@@ -137,6 +137,7 @@ fn ensure_dataplane(config: &LocalConfig) -> Result<ProcessStatus> {
     let mut command = Command::new(exe);
     command
         .args(["local", "serve", "--endpoint", &config.endpoint, "--api-port", &config.api_port.to_string()])
+        .args(["--max-instances", &config.max_instances.to_string()])
         .arg("--state-dir")
         .arg(state.dir())
         .current_dir(&config.root);

@@ -142,6 +142,8 @@ pub struct LocalConfig {
     pub api_port: u16,
     /// The project whose `local` environment API gets `api_port`.
     pub project: String,
+    /// Instances of a function without a reserved concurrency that run at once.
+    pub max_instances: usize,
 }
 
 /// Flags that override `environments/local.yaml`.
@@ -190,6 +192,11 @@ impl LocalConfig {
                 .or(env_port)
                 .or_else(|| env.as_ref().and_then(|env| env.local.as_ref()).map(|local| local.api_port))
                 .unwrap_or(DEFAULT_API_PORT),
+            max_instances: env
+                .as_ref()
+                .and_then(|env| env.local.as_ref())
+                .map_or(crate::config::DEFAULT_LOCAL_MAX_INSTANCES, |local| local.max_instances)
+                as usize,
             project: env.map(|env| env.project).unwrap_or_else(|| "image-analyzer".to_owned()),
         })
     }

@@ -137,6 +137,7 @@ pub fn deployed_spec(
         memory_mb: function.memory_mb,
         timeout: function.timeout,
         log_file,
+        max_instances: function.reserved_concurrency.and_then(|n| usize::try_from(n).ok()),
     }
 }
 

@@ -29,10 +29,10 @@
 //! - Function processes reach the emulator through the standard variables: `AWS_ENDPOINT_URL`,
 //!   test credentials, `S3_FORCE_PATH_STYLE=true`, and `AWS_ENDPOINT_URL_REKOGNITION` when the
 //!   state directory's `face.url` names the local face-analysis service.
-//! - Bounded: at most [`MAX_CONNECTIONS`] open connections, headers within
-//!   [`HEADER_READ_TIMEOUT`], bodies up to 10 MB (`413` beyond) and at most
-//!   [`MAX_BUFFERED_BODY_BYTES`] of them in memory at once, and each function's queue (see
-//!   [`super::runtime`]).
+//! - Bounded: at most [`MAX_CONNECTIONS`] open connections with a read buffer of
+//!   [`CONNECTION_BUFFER_BYTES`] each, headers within [`HEADER_READ_TIMEOUT`], bodies up to
+//!   10 MB (`413` beyond) and at most [`MAX_BUFFERED_BODY_BYTES`] of them in memory at once,
+//!   and each function's queue (see [`super::runtime`]).
 //! - `GET /_local/health`, `GET /_local/apis` and `POST /_local/refresh` on `api_port` are
 //!   the data plane's own.
 
@@ -67,6 +67,9 @@ pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
 pub const MAX_CONNECTIONS: usize = 4096;
 /// A client has this long to send a request's headers, or its connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each connection's read buffer (hyper's default is about 400 KB): with
+/// [`MAX_CONNECTIONS`], 256 MiB at most. Headers larger than this are refused.
+pub const CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
 /// Request bodies held in memory at once, over every request: a request whose body does not
 /// fit waits until it does, so the data plane's memory stays bounded whatever clients send.
 pub const MAX_BUFFERED_BODY_BYTES: usize = 256 * 1024 * 1024;

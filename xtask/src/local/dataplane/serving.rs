@@ -48,6 +48,7 @@ impl DataPlane {
                     let served = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .max_buf_size(CONNECTION_BUFFER_BYTES)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                     if let Err(error) = served {

@@ -21,6 +21,7 @@ fn function() -> Function {
             ("UPLOAD_BUCKET".into(), "b".into()),
             (REKOGNITION_ENDPOINT_VAR.into(), "http://stale".into()),
         ]),
+        reserved_concurrency: None,
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Function {
     pub memory_mb: u32,
     pub timeout: Duration,
     pub environment: BTreeMap<String, String>,
+    /// Its reserved concurrency, when it has one: at most this many instances run at once.
+    pub reserved_concurrency: Option<u32>,
 }
 
 /// A function's deployment package, checked against the `CodeSha256` Lambda reports.
@@ -203,6 +205,7 @@ pub(super) fn function_of<C: FunctionConfigurationView>(
             .variables()
             .map(|variables| variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
+        reserved_concurrency: None,
     })
 }
 

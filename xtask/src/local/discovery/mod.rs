@@ -140,6 +140,8 @@ impl ControlPlane {
             .collect();
         qualified.sort();
         qualified.dedup();
+        let invoked: std::collections::BTreeSet<(String, String)> =
+            qualified.iter().map(|(region, name, _)| (region.clone(), name.clone())).collect();
         for (region, name, qualifier) in qualified {
             let Some(clients) = self.regions.iter().find(|clients| clients.region == region) else { continue };
             let found =
@@ -154,6 +156,18 @@ impl ControlPlane {
                 Err(error) => {
                     return Err(sdk_error(&format!("Lambda GetFunctionConfiguration {name}:{qualifier}"), error))
                 }
+            }
+        }
+        // The reserved concurrency of each function an integration invokes: its cap.
+        for (region, name) in invoked {
+            let Some(clients) = self.regions.iter().find(|clients| clients.region == region) else { continue };
+            let reserved = match clients.lambda.get_function_concurrency().function_name(&name).send().await {
+                Ok(answer) => answer.reserved_concurrent_executions().and_then(|n| u32::try_from(n).ok()),
+                Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => None,
+                Err(error) => return Err(sdk_error(&format!("Lambda GetFunctionConcurrency {name}"), error)),
+            };
+            for function in snapshot.functions.iter_mut().filter(|f| f.region == region && f.name == name) {
+                function.reserved_concurrency = reserved;
             }
         }
         snapshot.apis.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));

@@ -120,6 +120,9 @@ pub struct FunctionSpec {
     /// Where the output of the function's instances is appended, e.g.
     /// `target/local/logs/<function>.log`.
     pub log_file: PathBuf,
+    /// At most this many instances of the function run at once (its reserved concurrency);
+    /// `None` for [`RuntimeConfig::max_instances_per_function`].
+    pub max_instances: Option<usize>,
 }
 
 /// Why an invocation produced no response payload.
@@ -438,11 +441,17 @@ impl Runtime {
             return finish(outcome, Err(InvokeError::Unavailable("the local runtime is shut down".into())));
         }
         let config = &self.shared.config;
+        if spec.max_instances == Some(0) {
+            let reason = format!("{} has a reserved concurrency of 0", spec.name);
+            return finish(outcome, Err(InvokeError::Throttled(reason)));
+        }
         let pool = self.shared.pool_for(spec);
         let Some(queued) = Queued::join(&pool, config.max_queued_per_function) else {
             let reason = format!(
                 "all {} instances of {} are busy and {} invocations wait",
-                config.max_instances_per_function, spec.name, config.max_queued_per_function
+                spec.max_instances.unwrap_or(config.max_instances_per_function),
+                spec.name,
+                config.max_queued_per_function
             );
             return finish(outcome, Err(InvokeError::Throttled(reason)));
         };
@@ -460,7 +469,9 @@ impl Runtime {
             Err(_) => {
                 let reason = format!(
                     "all {} instances of {} stayed busy for {:?}",
-                    config.max_instances_per_function, spec.name, config.queue_timeout
+                    spec.max_instances.unwrap_or(config.max_instances_per_function),
+                    spec.name,
+                    config.queue_timeout
                 );
                 return finish(outcome, Err(InvokeError::Unavailable(reason)));
             }

@@ -38,7 +38,9 @@ impl Shared {
         }
         let pool = Arc::new(Pool {
             fingerprint,
-            permits: Arc::new(Semaphore::new(self.config.max_instances_per_function.max(1))),
+            permits: Arc::new(Semaphore::new(
+                spec.max_instances.unwrap_or(self.config.max_instances_per_function).max(1),
+            )),
             queued: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
@@ -521,6 +523,7 @@ pub(super) fn fingerprint(spec: &FunctionSpec) -> String {
         spec.code_sha256.as_str(),
         &spec.bootstrap.display().to_string(),
         &spec.memory_mb.to_string(),
+        &format!("{:?}", spec.max_instances),
     ] {
         hasher.update(part.as_bytes());
         hasher.update([0]);

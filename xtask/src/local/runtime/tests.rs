@@ -86,6 +86,7 @@ fn spec(dir: &Path, name: &str) -> FunctionSpec {
         memory_mb: 256,
         timeout: Duration::from_secs(10),
         log_file: dir.join("logs").join(format!("{name}.log")),
+        max_instances: None,
     }
 }
 

@@ -27,18 +27,20 @@ impl DataPlane {
         functions.sort_by_key(|function| key(function));
         functions.dedup_by_key(|function| key(function));
         for function in functions {
-            let known: Vec<Prepared> = self.prepared.lock().unwrap().values().cloned().collect();
-            if known
-                .iter()
-                .any(|p| key(&p.function) == key(function) && p.function == *function && p.face_url == face_url)
-            {
-                continue;
-            }
-            // The same code is unpacked once, whichever version or alias names it.
-            let unpacked = known
-                .iter()
-                .find(|p| p.function.name == function.name && p.spec.code_sha256 == function.code_sha256)
-                .map(|p| p.spec.bootstrap.clone());
+            let unpacked = {
+                let prepared = self.prepared.lock().unwrap();
+                let current = prepared.get(&key(function));
+                if current.is_some_and(|known| known.function == *function && known.face_url == face_url) {
+                    continue;
+                }
+                // The same code is unpacked once, whichever version or alias names it.
+                prepared
+                    .values()
+                    .find(|known| {
+                        known.function.name == function.name && known.spec.code_sha256 == function.code_sha256
+                    })
+                    .map(|known| known.spec.bootstrap.clone())
+            };
             let bootstrap = match unpacked {
                 Some(bootstrap) => Ok(bootstrap),
                 None => self.unpack(function).await,

@@ -268,6 +268,9 @@ struct Shared {
 
 struct Pool {
     fingerprint: String,
+    /// Instances it may run at once: the function's reserved concurrency, else the
+    /// runtime's [`RuntimeConfig::max_instances_per_function`].
+    cap: usize,
     permits: Arc<Semaphore>,
     /// Invocations waiting for a permit.
     queued: AtomicUsize,
@@ -449,9 +452,7 @@ impl Runtime {
         let Some(queued) = Queued::join(&pool, config.max_queued_per_function) else {
             let reason = format!(
                 "all {} instances of {} are busy and {} invocations wait",
-                spec.max_instances.unwrap_or(config.max_instances_per_function),
-                spec.name,
-                config.max_queued_per_function
+                pool.cap, spec.name, config.max_queued_per_function
             );
             return finish(outcome, Err(InvokeError::Throttled(reason)));
         };
@@ -467,12 +468,8 @@ impl Runtime {
                 return finish(outcome, Err(InvokeError::DeadlinePassed { after: begun.elapsed() }))
             }
             Err(_) => {
-                let reason = format!(
-                    "all {} instances of {} stayed busy for {:?}",
-                    spec.max_instances.unwrap_or(config.max_instances_per_function),
-                    spec.name,
-                    config.queue_timeout
-                );
+                let reason =
+                    format!("all {} instances of {} stayed busy for {:?}", pool.cap, spec.name, config.queue_timeout);
                 return finish(outcome, Err(InvokeError::Unavailable(reason)));
             }
         };

@@ -36,11 +36,11 @@ impl Shared {
                 instance.kill();
             }
         }
+        let cap = spec.max_instances.unwrap_or(self.config.max_instances_per_function).max(1);
         let pool = Arc::new(Pool {
             fingerprint,
-            permits: Arc::new(Semaphore::new(
-                spec.max_instances.unwrap_or(self.config.max_instances_per_function).max(1),
-            )),
+            cap,
+            permits: Arc::new(Semaphore::new(cap)),
             queued: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),

@@ -15,7 +15,7 @@ use tokio::sync::{watch, Mutex};
 use super::ui::{confirm, Ui};
 use crate::arch::Arch;
 use crate::engine::apply::{apply, recover, refresh, Options, Recovered, Refreshed, Report};
-use crate::engine::plan::{plan, plan_destroy, Action, Plan};
+use crate::engine::plan::{plan, Action, Plan};
 use crate::engine::resource::{Kind, Resource};
 use crate::functions::FUNCTIONS;
 use crate::history::{self, Deployment, Git, History, Origin, Release};
@@ -55,11 +55,9 @@ pub enum Desired {
 }
 
 impl Desired {
-    /// The resources to plan for, and the plan.
+    /// The resources to plan for, and the plan. Nothing desired plans every recorded
+    /// resource's delete, as `plan_destroy` does.
     fn plan(self, state: &StateFile, protect: bool) -> Result<(Vec<Resource>, Plan)> {
-        if let Desired::Nothing = self {
-            return Ok((Vec::new(), plan_destroy(state, protect)?));
-        }
         let desired = self.resolve(state);
         let plan = plan(&desired, state, AwsRules, protect)?;
         Ok((desired, plan))

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
 use super::console::Console;
 use crate::local::layout::{LocalConfig, Overrides};
@@ -49,9 +49,7 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
     heading("Smoke test");
     let result = runtime.block_on(ops::smoke_test::smoke_test(ENV))?;
     print!("{}", ops::smoke_test::render(ENV, &result));
-    if let Some(failed) = result.first_failure() {
-        bail!("smoke test failed at `{}`: {}", failed.name, failed.detail);
-    }
+    ops::smoke_test::require_passed(&result)?;
     println!("Smoke test passed.");
 
     let photo = root.join("tests/fixtures/photos/astronaut.jpg");

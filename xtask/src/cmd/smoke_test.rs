@@ -1,7 +1,7 @@
 //! `cargo xtask smoke-test --env E`: the real client flow against a deployed environment,
 //! recorded in its state (see [`crate::ops::smoke_test`]).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::flags::EnvArg;
 use crate::ops;
@@ -22,9 +22,7 @@ pub fn run(args: &SmokeTestArgs) -> Result<()> {
     } else {
         print!("{}", ops::smoke_test::render(&args.env.name, &result));
     }
-    if let Some(failed) = result.first_failure() {
-        bail!("smoke test failed at `{}`: {}", failed.name, failed.detail);
-    }
+    ops::smoke_test::require_passed(&result)?;
     if !args.json {
         println!("Smoke test passed.");
     }

@@ -51,6 +51,14 @@ pub async fn test_and_record(session: &Session) -> Result<SmokeTest> {
     Ok(result)
 }
 
+/// Fails, naming the step and what it found, when the smoke test did not pass.
+pub fn require_passed(result: &SmokeTest) -> Result<()> {
+    match result.first_failure() {
+        Some(failed) => bail!("smoke test failed at `{}`: {}", failed.name, failed.detail),
+        None => Ok(()),
+    }
+}
+
 /// The result as a table, one line per step.
 pub fn render(env: &str, result: &SmokeTest) -> String {
     let mut out = format!("Smoke test of `{env}` at {}\n", result.api_url);

@@ -114,6 +114,9 @@ pub enum ApplyError {
     /// Saving state failed: the run stops at once, since the record could be lost.
     #[error("saving state: {0}")]
     State(#[from] StoreError),
+    /// A provider call made before planning (recovery, refresh) failed; nothing was changed.
+    #[error("{doing} {id}: {error}")]
+    Provider { doing: &'static str, id: ResourceId, error: crate::engine::provider::ProviderError },
 }
 
 /// Options for a run.
@@ -392,8 +395,15 @@ fn begin<S: StateStore>(step: &Step, resource: Option<&Resource>, journal: &Jour
         }
         Action::Delete | Action::Replace => {
             let current = recorded(&step.id).map(|current| {
-                let pending =
-                    pending(Operation::Delete, current.kind, &current.name, Inputs::new(), current.depends_on.clone());
+                // The recorded inputs identify the resource (e.g. the function a permission
+                // belongs to), whatever happens to the record later.
+                let pending = pending(
+                    Operation::Delete,
+                    current.kind,
+                    &current.name,
+                    current.inputs.clone(),
+                    current.depends_on.clone(),
+                );
                 let saved = journal.enqueue(Change::Begin(step.id.clone(), pending));
                 (current, saved)
             });
@@ -521,7 +531,8 @@ pub enum Refreshed {
     Gone { id: ResourceId },
 }
 
-/// Looks every recorded resource up in the cloud (`deploy --refresh`): outputs are re-read,
+/// Looks every recorded resource up in the cloud by its recorded id (`deploy --refresh`), so
+/// that a renamed or retagged resource is still the same one: outputs are re-read,
 /// properties changed behind the tool's back are recorded as they are now (compared as
 /// [`crate::drift`] compares them), and resources deleted behind its back are forgotten, so
 /// that the plan brings everything back to the configuration. One state write for all of
@@ -532,17 +543,10 @@ pub async fn refresh<P: Provider, S: StateStore>(
 ) -> Result<Vec<Refreshed>, ApplyError> {
     let recorded: Vec<(ResourceId, ResourceState)> =
         writer.state().resources.iter().map(|(id, resource)| (id.clone(), resource.clone())).collect();
-    let failed = |id: &ResourceId, error: crate::engine::provider::ProviderError| {
-        ApplyError::State(StoreError::Backend {
-            location: id.to_string(),
-            operation: "refreshing a resource",
-            message: error.to_string(),
-        })
-    };
+    let failed = |id: &ResourceId, error| ApplyError::Provider { doing: "refreshing", id: id.clone(), error };
     let mut found = Vec::with_capacity(recorded.len());
     for (id, resource) in recorded {
-        let lookup =
-            provider.find(resource.kind, &resource.name, &resource.inputs).await.map_err(|e| failed(&id, e))?;
+        let lookup = provider.get(&resource).await.map_err(|e| failed(&id, e))?;
         let live = match &lookup {
             Some(_) => provider.read(&resource).await.map_err(|e| failed(&id, e))?,
             None => None,
@@ -603,8 +607,10 @@ pub enum Recovered {
     StillExists { id: ResourceId },
 }
 
-/// Resolves every pending operation a crashed run left, by looking resources up under their
-/// deterministic names. Runs under the lock, before planning.
+/// Resolves every pending operation a crashed run left. An interrupted update or delete
+/// looks its resource up by the recorded id; an interrupted create, which never recorded
+/// one, by the deterministic name (and tags) it was created with. Each entry ends adopted,
+/// forgotten or left for the plan to apply again. Runs under the lock, before planning.
 pub async fn recover<P: Provider, S: StateStore>(
     provider: &P,
     writer: &mut StateWriter<S>,
@@ -614,14 +620,18 @@ pub async fn recover<P: Provider, S: StateStore>(
         writer.state().pending.iter().map(|(id, pending)| (id.clone(), pending.clone())).collect();
     let mut recovered = Vec::new();
     for (id, pending) in pending {
-        let found = provider.find(pending.kind, &pending.name, &pending.inputs).await.map_err(|error| {
-            ApplyError::State(StoreError::Backend {
-                location: id.to_string(),
-                operation: "recovering a pending operation",
-                message: error.to_string(),
-            })
-        })?;
         let recorded = writer.state().resources.get(&id).cloned();
+        let doing = match pending.operation {
+            Operation::Create => "recovering an interrupted create of",
+            Operation::Update => "recovering an interrupted update of",
+            Operation::Delete => "recovering an interrupted delete of",
+        };
+        let lookup = match (&pending.operation, &recorded) {
+            (Operation::Create, _) => provider.find(pending.kind, &pending.name, &pending.inputs).await,
+            (Operation::Update | Operation::Delete, Some(recorded)) => provider.get(recorded).await,
+            (Operation::Update | Operation::Delete, None) => Ok(None),
+        };
+        let found = lookup.map_err(|error| ApplyError::Provider { doing, id: id.clone(), error })?;
         match (pending.operation, found, recorded) {
             (Operation::Create, Some(Created { physical_id, outputs }), _) => {
                 let identifying: Inputs = pending

@@ -58,6 +58,21 @@ impl FakeCloud {
         self.inputs.lock().unwrap().entry(name.to_owned()).or_default().insert(key.to_owned(), value);
     }
 
+    /// Renames resource `old` as someone outside the engine would (a name or a tag edited
+    /// by hand): it keeps its id, but a lookup by name no longer finds it.
+    pub fn rename(&self, old: &str, new: &str) {
+        let resource = self.resources.lock().unwrap().remove(old).expect("the resource exists");
+        self.resources.lock().unwrap().insert(new.to_owned(), resource);
+        let inputs = self.inputs.lock().unwrap().remove(old).unwrap_or_default();
+        self.inputs.lock().unwrap().insert(new.to_owned(), inputs);
+    }
+
+    /// The current name of the resource with this id.
+    fn name_of(&self, id: &str) -> Option<String> {
+        let resources = self.resources.lock().unwrap();
+        resources.iter().find(|(_, (_, outputs))| outputs["id"].as_str() == Some(id)).map(|(name, _)| name.clone())
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
@@ -168,12 +183,18 @@ impl Provider for FakeCloud {
         }))
     }
 
+    async fn get(&self, current: &ResourceState) -> Result<Option<Created>, ProviderError> {
+        let (kind, name) = (current.kind, current.name.as_str());
+        self.enter(Call::Find(name.to_owned())).await.map_err(|m| error(kind, name, "Get", m))?;
+        let Some(name) = self.name_of(&current.physical_id) else { return Ok(None) };
+        let outputs = self.resources.lock().unwrap()[&name].1.clone();
+        Ok(Some(Created { physical_id: current.physical_id.clone(), outputs }))
+    }
+
     async fn read(&self, current: &ResourceState) -> Result<Option<Inputs>, ProviderError> {
         let (kind, name) = (current.kind, current.name.as_str());
         self.enter(Call::Find(name.to_owned())).await.map_err(|m| error(kind, name, "Read", m))?;
-        if !self.resources.lock().unwrap().contains_key(name) {
-            return Ok(None);
-        }
-        Ok(Some(self.inputs.lock().unwrap().get(name).cloned().unwrap_or_default()))
+        let Some(name) = self.name_of(&current.physical_id) else { return Ok(None) };
+        Ok(Some(self.inputs.lock().unwrap().get(&name).cloned().unwrap_or_default()))
     }
 }

@@ -64,6 +64,12 @@ pub trait Provider: Send + Sync + 'static {
         inputs: &Inputs,
     ) -> impl Future<Output = Result<Option<Created>, ProviderError>> + Send;
 
+    /// Looks a recorded resource up by the id the cloud gave it (its physical id, with the
+    /// identifying inputs it was recorded with), for refresh and for recovering an interrupted
+    /// update or delete; `None` when it no longer exists. Unlike [`Provider::find`], a renamed
+    /// or retagged resource is still found.
+    fn get(&self, current: &ResourceState) -> impl Future<Output = Result<Option<Created>, ProviderError>> + Send;
+
     /// Reads what the cloud holds for a recorded resource, shaped like its inputs (the keys
     /// the provider can read back); `None` when it no longer exists.
     fn read(&self, current: &ResourceState) -> impl Future<Output = Result<Option<Inputs>, ProviderError>> + Send;

@@ -131,6 +131,15 @@ pub(super) async fn find_api(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<
     }
 }
 
+/// The API with this id.
+pub(super) async fn get_api(p: &AwsProvider, spec: &Spec<'_>, id: &str) -> Result<Option<Created>, ProviderError> {
+    match p.clients.apigateway.get_api().api_id(id).send().await {
+        Ok(api) => Ok(Some(Created { physical_id: id.to_owned(), outputs: api_outputs(id, api.api_endpoint()) })),
+        Err(error) if is(&error, NOT_FOUND) => Ok(None),
+        Err(error) => Err(spec.api("GetApi", error)),
+    }
+}
+
 fn api_outputs(id: &str, endpoint: Option<&str>) -> Outputs {
     let mut outputs = Outputs::from([("id".to_owned(), json!(id))]);
     if let Some(endpoint) = endpoint {
@@ -266,6 +275,19 @@ pub(super) async fn find_integration(p: &AwsProvider, spec: &Spec<'_>) -> Result
     }
 }
 
+/// The integration with this id, in the API the inputs name.
+pub(super) async fn get_integration(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    id: &str,
+) -> Result<Option<Created>, ProviderError> {
+    match p.clients.apigateway.get_integration().api_id(spec.str("api_id")?).integration_id(id).send().await {
+        Ok(_) => Ok(Some(Created { physical_id: id.to_owned(), outputs: id_outputs(id) })),
+        Err(error) if is(&error, NOT_FOUND) => Ok(None),
+        Err(error) => Err(spec.api("GetIntegration", error)),
+    }
+}
+
 fn id_outputs(id: &str) -> Outputs {
     Outputs::from([("id".to_owned(), json!(id))])
 }
@@ -334,6 +356,15 @@ pub(super) async fn find_route(p: &AwsProvider, spec: &Spec<'_>) -> Result<Optio
             Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
             _ => return Ok(None),
         }
+    }
+}
+
+/// The route with this id, in the API the inputs name.
+pub(super) async fn get_route(p: &AwsProvider, spec: &Spec<'_>, id: &str) -> Result<Option<Created>, ProviderError> {
+    match p.clients.apigateway.get_route().api_id(spec.str("api_id")?).route_id(id).send().await {
+        Ok(_) => Ok(Some(Created { physical_id: id.to_owned(), outputs: id_outputs(id) })),
+        Err(error) if is(&error, NOT_FOUND) => Ok(None),
+        Err(error) => Err(spec.api("GetRoute", error)),
     }
 }
 

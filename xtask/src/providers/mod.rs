@@ -271,6 +271,25 @@ impl Provider for AwsProvider {
         }
     }
 
+    async fn get(&self, current: &ResourceState) -> Result<Option<Created>, ProviderError> {
+        let spec = Spec::new(current.kind, &current.name, &current.inputs);
+        let id = current.physical_id.as_str();
+        match current.kind {
+            // The cloud makes these ids: look them up by id, not by name and tags.
+            Kind::HttpApi => apigateway::get_api(self, &spec, id).await,
+            Kind::Integration => apigateway::get_integration(self, &spec, id).await,
+            Kind::Route => apigateway::get_route(self, &spec, id).await,
+            // The physical id is the name (or statement id) the stack chose.
+            Kind::Bucket
+            | Kind::Role
+            | Kind::LogGroup
+            | Kind::Function
+            | Kind::Alias
+            | Kind::Permission
+            | Kind::Stage => self.find(current.kind, &current.name, &current.inputs).await,
+        }
+    }
+
     async fn read(&self, current: &ResourceState) -> Result<Option<Inputs>, ProviderError> {
         self.read_live(current).await
     }

@@ -388,3 +388,75 @@ async fn refresh_records_properties_changed_behind_our_back_so_the_plan_puts_the
     assert_eq!(harness.cloud.mutations(), [Call::Update("t-analyze".into(), vec!["memory_mb".to_owned()])]);
     assert_eq!(harness.state().resources[&ResourceId::new("function.analyze")].inputs["memory_mb"], json!(256));
 }
+
+#[tokio::test]
+async fn refresh_finds_a_resource_by_its_recorded_id_after_its_name_was_changed_by_hand() {
+    let harness = Harness::new(FakeCloud::new());
+    let desired = stack(256, "v1");
+    harness.deploy(&desired).await;
+    let api_id = harness.state().resources[&ResourceId::new("api")].physical_id.clone();
+    // Someone edits the API's name (or a tag) by hand: a lookup by name no longer finds it.
+    harness.cloud.rename("t-api", "t-api-edited");
+
+    let writer = harness.writer().await;
+    let refreshed = refresh(harness.cloud.as_ref(), &mut *writer.lock().await).await.unwrap();
+    assert!(!refreshed.iter().any(|r| matches!(r, Refreshed::Gone { .. })), "{refreshed:?}");
+    assert_eq!(harness.state().resources[&ResourceId::new("api")].physical_id, api_id);
+
+    harness.cloud.clear_calls();
+    let (plan, _) = harness.deploy(&desired).await;
+    assert_ne!(plan.step("api").unwrap().action, Action::Create, "the API is not created again");
+    assert!(!harness.cloud.mutations().iter().any(|call| matches!(call, Call::Create(_))));
+}
+
+#[tokio::test]
+async fn an_interrupted_delete_records_what_identifies_the_resource_and_a_rerun_finishes_it() {
+    let harness = Harness::new(FakeCloud::new());
+    harness.deploy(&stack(256, "v1")).await;
+    let recorded = harness.state().resources[&ResourceId::new("route.analyze")].clone();
+    harness.cloud.fail_on("POST /analyze");
+
+    let report = harness.destroy().await;
+    assert!(!report.succeeded());
+    let state = harness.state();
+    let pending = &state.pending[&ResourceId::new("route.analyze")];
+    assert_eq!(pending.operation, Operation::Delete);
+    assert_eq!(pending.inputs, recorded.inputs, "the pending delete keeps the inputs that identify the route");
+
+    // The next run resolves the entry by the recorded id, whatever the inputs say.
+    let writer = harness.writer().await;
+    let recovered = recover(harness.cloud.as_ref(), &mut *writer.lock().await, replace_keys).await.unwrap();
+    assert_eq!(recovered, [Recovered::StillExists { id: ResourceId::new("route.analyze") }]);
+    let report = harness.destroy().await;
+    assert!(report.succeeded(), "{report:?}");
+    assert!(harness.cloud.names().is_empty());
+    assert!(harness.state().pending.is_empty() && harness.state().resources.is_empty());
+}
+
+#[tokio::test]
+async fn a_pending_delete_without_inputs_from_an_older_run_is_resolved_by_the_recorded_id() {
+    let harness = Harness::new(FakeCloud::new());
+    harness.deploy(&stack(256, "v1")).await;
+    {
+        let writer = harness.writer().await;
+        let mut writer = writer.lock().await;
+        let pending = Pending {
+            operation: Operation::Delete,
+            kind: Kind::Route,
+            name: "POST /analyze".into(),
+            inputs: Inputs::new(),
+            depends_on: Default::default(),
+            started_at: crate::state::lock::now_rfc3339(),
+        };
+        writer.begin(ResourceId::new("route.analyze"), pending).await.unwrap();
+    }
+    // The delete happened before the crash.
+    harness.cloud.resources.lock().unwrap().remove("POST /analyze");
+
+    let writer = harness.writer().await;
+    let recovered = recover(harness.cloud.as_ref(), &mut *writer.lock().await, replace_keys).await.unwrap();
+    assert_eq!(recovered, [Recovered::Deleted { id: ResourceId::new("route.analyze") }]);
+    let state = harness.state();
+    assert!(state.pending.is_empty());
+    assert!(!state.resources.contains_key(&ResourceId::new("route.analyze")));
+}

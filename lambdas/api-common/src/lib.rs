@@ -5,6 +5,7 @@
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
+use std::time::Duration;
 
 /// An API error: an HTTP status plus the `{"error", "message"}` body clients see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,11 @@ impl ApiError {
 
     pub fn upstream() -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "UpstreamError", "an upstream service failed; try again later")
+    }
+
+    /// The function's work could not finish before its own timeout (a stalled upstream call).
+    pub fn timed_out() -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", "an upstream service did not answer in time; try again")
     }
 
     pub fn with_retry_after(mut self, seconds: u32) -> Self {
@@ -147,10 +153,44 @@ pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient 
         .build_https()
 }
 
+/// Bounds on one AWS call: each attempt, and the call with its retries. A function's clients
+/// choose them so that every call ends well inside the function's own timeout.
+pub fn call_timeouts(attempt: Duration, call: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(attempt.min(CONNECT_TIMEOUT))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(call)
+        .build()
+}
+
+/// Connecting to an AWS endpoint takes milliseconds; a connection that takes longer is lost.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Loads the shared SDK configuration once per cold start: the default credential chain,
-/// region and `AWS_ENDPOINT_URL*` overrides, over [`https_client`].
+/// region and `AWS_ENDPOINT_URL*` overrides, over [`https_client`], with calls bounded to
+/// 2 s an attempt and 3 s in all unless a client sets its own [`call_timeouts`].
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https_client())
+        .timeout_config(call_timeouts(Duration::from_secs(2), Duration::from_secs(3)))
+        .load()
+        .await
+}
+
+/// How much of an invocation's time is kept back to send the answer.
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// Runs `work` until shortly before the invocation's deadline ([`ANSWER_MARGIN`]), and then
+/// gives up with [`ApiError::timed_out`], so that the client gets the project's JSON error
+/// rather than API Gateway's bare 503 when the function would otherwise be cut off. Without
+/// an invocation context (tests), `work` runs unbounded.
+pub async fn before_deadline<T>(
+    request: &Request,
+    work: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let Some(context) = request.lambda_context_ref() else { return work.await };
+    let left = context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    tokio::time::timeout(left.saturating_sub(ANSWER_MARGIN), work).await.unwrap_or_else(|_| Err(ApiError::timed_out()))
 }
 
 /// How a function logs, from Lambda's advanced logging controls.
@@ -206,6 +246,22 @@ mod tests {
         assert_eq!(lambda, LogSettings { level: LevelFilter::DEBUG, json: true });
         assert_eq!(LogSettings::from_vars(vars(&[("RUST_LOG", "warn")])).level, LevelFilter::WARN);
         assert_eq!(LogSettings::from_vars(vars(&[("RUST_LOG", "aws_smithy=debug")])).level, LevelFilter::INFO);
+    }
+
+    #[tokio::test]
+    async fn work_still_running_near_the_deadline_answers_a_json_timeout_in_time() {
+        let deadline = std::time::SystemTime::now() + Duration::from_millis(800);
+        let mut context = lambda_http::Context::default();
+        context.deadline = deadline.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let request = request("POST", "/analyze").with_lambda_context(context);
+        let stalled = std::future::pending::<Result<(), ApiError>>();
+
+        let error = before_deadline(&request, stalled).await.unwrap_err();
+        assert_eq!((error.status, error.code), (StatusCode::GATEWAY_TIMEOUT, "Timeout"));
+        assert!(std::time::SystemTime::now() < deadline, "answered before the deadline");
+
+        let quick = before_deadline(&request, async { Ok::<_, ApiError>(7) }).await;
+        assert_eq!(quick.unwrap(), 7);
     }
 
     fn request(method: &str, path: &str) -> Request {

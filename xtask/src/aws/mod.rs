@@ -7,11 +7,15 @@
 //! and no code path differs. Against an emulator (a loopback endpoint) with no credentials
 //! configured, fixed test credentials are used, since emulators accept any.
 
+use std::time::Duration;
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 
 use crate::calls::CallCounter;
 use crate::config::Environment;
+
+pub mod error;
 
 /// The ARN partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`).
 pub fn partition(region: &str) -> &'static str {
@@ -110,6 +114,55 @@ pub async fn sdk_config(env: &Environment) -> SdkConfig {
     loader.load().await
 }
 
+/// The services the deployer calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    S3,
+    Iam,
+    Lambda,
+    ApiGateway,
+    Logs,
+    Sts,
+}
+
+/// Variable that replaces every attempt timeout, in milliseconds (the call timeout becomes
+/// three times it), for slow networks and for tests that stall an endpoint on purpose.
+pub const ATTEMPT_TIMEOUT_ENV: &str = "XTASK_ATTEMPT_TIMEOUT_MS";
+
+/// How long one attempt of a call to `service` may take, and the call with all its retries.
+/// Control-plane calls answer in well under a second; S3 carries artifacts of a few MB, and
+/// Lambda's CreateFunction and UpdateFunctionCode copy them from S3. A call that stalls
+/// fails within these bounds, so that a run holding the state lock never hangs.
+pub fn timeouts(service: Service) -> (Duration, Duration) {
+    let seconds = |attempt, call| (Duration::from_secs(attempt), Duration::from_secs(call));
+    let configured = match service {
+        Service::Sts => seconds(5, 20),
+        Service::Iam | Service::ApiGateway | Service::Logs => seconds(10, 90),
+        Service::S3 | Service::Lambda => seconds(30, 150),
+    };
+    let Ok(text) = std::env::var(ATTEMPT_TIMEOUT_ENV) else { return configured };
+    match text.trim().parse::<u64>() {
+        Ok(millis) if millis > 0 => (Duration::from_millis(millis), Duration::from_millis(millis) * 3),
+        _ => {
+            tracing::warn!("{ATTEMPT_TIMEOUT_ENV}={text:?} is not a positive number of milliseconds; ignored");
+            configured
+        }
+    }
+}
+
+/// The SDK's timeout configuration for `service` (see [`timeouts`]).
+pub fn timeout_config(service: Service) -> aws_config::timeout::TimeoutConfig {
+    let (attempt, call) = timeouts(service);
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(attempt))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(call)
+        .build()
+}
+
+/// Connecting takes milliseconds, to AWS or to an emulator on this machine.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// One client per service the deployer uses, sharing one configuration.
 #[derive(Debug, Clone)]
 pub struct Clients {
@@ -128,19 +181,27 @@ impl Clients {
     /// Clients over `config`, each counting its calls (see [`crate::calls`]).
     pub fn new(config: SdkConfig, path_style: bool) -> Self {
         macro_rules! client {
-            ($service:ident) => {
-                $service::Client::from_conf($service::config::Builder::from(&config).interceptor(CallCounter).build())
+            ($service:ident, $timeouts:expr) => {
+                $service::Client::from_conf(
+                    $service::config::Builder::from(&config)
+                        .timeout_config(timeout_config($timeouts))
+                        .interceptor(CallCounter)
+                        .build(),
+                )
             };
         }
-        let s3 =
-            aws_sdk_s3::config::Builder::from(&config).force_path_style(path_style).interceptor(CallCounter).build();
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(path_style)
+            .timeout_config(timeout_config(Service::S3))
+            .interceptor(CallCounter)
+            .build();
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3),
-            iam: client!(aws_sdk_iam),
-            lambda: client!(aws_sdk_lambda),
-            apigateway: client!(aws_sdk_apigatewayv2),
-            logs: client!(aws_sdk_cloudwatchlogs),
-            sts: client!(aws_sdk_sts),
+            iam: client!(aws_sdk_iam, Service::Iam),
+            lambda: client!(aws_sdk_lambda, Service::Lambda),
+            apigateway: client!(aws_sdk_apigatewayv2, Service::ApiGateway),
+            logs: client!(aws_sdk_cloudwatchlogs, Service::Logs),
+            sts: client!(aws_sdk_sts, Service::Sts),
             path_style,
             config,
         }

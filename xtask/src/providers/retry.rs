@@ -1,9 +1,18 @@
 //! Waiting out the cloud's eventual consistency: retries with a bounded, growing backoff, and
 //! bounded polling. Throttling is not handled here: the SDK's standard retry strategy retries
-//! it (see [`super::MAX_ATTEMPTS`]).
+//! it (see [`super::MAX_ATTEMPTS`]); except for creates whose id the server makes, which
+//! [`create_once`] retries itself.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::Spec;
+use crate::aws::error::{fate, Fate};
+use crate::engine::provider::{Created, ProviderError};
 
 /// Delays that start at `first`, double up to `max`, and stop once `budget` is spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +32,11 @@ impl Backoff {
     /// changed concurrently: retry every 1-5 s for up to 2 minutes.
     pub const LAMBDA_CONFLICT: Self =
         Self { first: Duration::from_secs(1), max: Duration::from_secs(5), budget: Duration::from_secs(120) };
+
+    /// A create whose id the server makes, sent again after a failure that did not apply it:
+    /// 0.5-5 s apart, for up to a minute.
+    pub const CREATE: Self =
+        Self { first: Duration::from_millis(500), max: Duration::from_secs(5), budget: Duration::from_secs(60) };
 
     /// The delays, in order; their sum stays within the budget.
     pub fn delays(self) -> impl Iterator<Item = Duration> {
@@ -61,6 +75,62 @@ where
                 None => return Err(error),
             },
             result => return result,
+        }
+    }
+}
+
+/// How long to let a create whose answer was lost settle before looking for what it made.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Creates a resource whose id the server makes (an API, an integration, a route), never
+/// twice. `send` makes one attempt, with the SDK's retries off: a retry of a request whose
+/// answer was lost would make a duplicate nobody knows about. After a failure that may have
+/// been applied (no answer, a broken one, a server error), `find` looks the resource up by
+/// its deterministic name or key before anything is sent again; found means adopted. Only
+/// a failure that certainly changed nothing (throttled, connection refused) or an
+/// ambiguous one that `find` shows changed nothing is retried, within [`Backoff::CREATE`].
+pub(crate) async fn create_once<E, Attempt, Sent, Lookup, Found>(
+    spec: &Spec<'_>,
+    operation: &'static str,
+    mut send: Attempt,
+    find: Lookup,
+) -> Result<Created, ProviderError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    Attempt: FnMut() -> Sent,
+    Sent: Future<Output = Result<Result<Created, ProviderError>, SdkError<E, HttpResponse>>>,
+    Lookup: Fn() -> Found,
+    Found: Future<Output = Result<Option<Created>, ProviderError>>,
+{
+    let mut delays = Backoff::CREATE.delays();
+    loop {
+        let error = match send().await {
+            Ok(created) => return created,
+            Err(error) => error,
+        };
+        match fate(&error) {
+            Fate::Refused => return Err(spec.api(operation, error)),
+            Fate::NotApplied => {}
+            Fate::Unknown => {
+                tokio::time::sleep(SETTLE).await;
+                if let Some(found) = find().await? {
+                    tracing::warn!(
+                        "{operation} for {} {} may have been applied before it failed ({}); found {} and adopted it",
+                        spec.kind,
+                        spec.name,
+                        super::error::describe(&error),
+                        found.physical_id
+                    );
+                    return Ok(found);
+                }
+            }
+        }
+        match delays.next() {
+            Some(delay) => {
+                tracing::debug!(?delay, "{operation} for {} {} failed; sending it again", spec.kind, spec.name);
+                tokio::time::sleep(delay).await;
+            }
+            None => return Err(spec.api(operation, error)),
         }
     }
 }

@@ -371,7 +371,17 @@ async fn renew_until_stopped<S: StateStore>(
         let (mut info, etag) = shared.snapshot();
         info.expires_at = lease_end(OffsetDateTime::now_utc(), lease);
         let attempt_at = Instant::now();
-        match store.renew_lock(&info, &etag).await {
+        // A renewal that hangs must not outlive the lease: it gets a third of it, and counts
+        // as failed when it runs out.
+        let renewed = match tokio::time::timeout(interval, store.renew_lock(&info, &etag)).await {
+            Ok(renewed) => renewed,
+            Err(_) => Err(StoreError::Backend {
+                location: store.location(),
+                operation: "renewing the lock",
+                message: format!("no answer within {interval:?}"),
+            }),
+        };
+        match renewed {
             Ok(etag) => {
                 tracing::debug!(id = %info.id, expires_at = %info.expires_at, "renewed the state lock");
                 shared.record(info, etag);
@@ -553,6 +563,18 @@ mod tests {
         lock.check().unwrap();
         lock.release().await.unwrap();
         assert!(store.raw_lock().is_none(), "released with the latest ETag");
+    }
+
+    #[tokio::test]
+    async fn a_renewal_that_hangs_loses_the_lock_within_the_lease() {
+        let store = Arc::new(MemoryStore::new());
+        let lease = Duration::from_millis(300);
+        let lock = Lock::acquire(Arc::clone(&store), &options().lease(lease)).await.unwrap();
+        store.stall_renewals();
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(2), lock.lost()).await.expect("the hanging renewal gives up");
+        assert!(started.elapsed() < lease * 3, "lost after {:?}", started.elapsed());
+        assert!(matches!(lock.check(), Err(StoreError::LockLost { .. })));
     }
 
     #[tokio::test]

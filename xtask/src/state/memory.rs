@@ -47,6 +47,8 @@ struct Inner {
     next_save_fault: Option<SaveFault>,
     /// Every save of a document that records this resource fails.
     fail_recording: Option<ResourceId>,
+    /// Lock renewals never answer, like an endpoint that hangs.
+    stall_renewals: bool,
 }
 
 /// A failure [`MemoryStore::fault_next_save`] injects into the next `save`.
@@ -191,6 +193,11 @@ impl MemoryStore {
         self.inner().next_save_fault = Some(fault);
     }
 
+    /// Makes every later lock renewal hang without an answer.
+    pub fn stall_renewals(&self) {
+        self.inner().stall_renewals = true;
+    }
+
     /// Makes every save of a document that records resource `id` fail as a network error
     /// would: its result is never saved.
     pub fn fail_saves_recording(&self, id: &str) {
@@ -274,6 +281,9 @@ impl StateStore for MemoryStore {
     }
 
     async fn renew_lock(&self, info: &LockInfo, etag: &str) -> Result<String, StoreError> {
+        if self.inner().stall_renewals {
+            std::future::pending::<()>().await;
+        }
         let mut inner = self.inner();
         match &inner.lock {
             Some(current) if same_etag(&current.etag, etag) => {}

@@ -15,7 +15,7 @@ use xtask::state::s3::S3Store;
 use xtask::state::store::LockInfo;
 use xtask::state::{StateFile, StateStore as _};
 
-use crate::Moto;
+use crate::{Endpoint, Moto};
 
 pub const ENV: &str = "local";
 pub const REGION: &str = "us-east-1";
@@ -140,11 +140,11 @@ pub fn is_mutating(operation: &str) -> bool {
     WRITES.iter().any(|prefix| operation.starts_with(prefix))
 }
 
-/// `xtask <args>` against `moto`, with a call log in a fresh temp file. The variables that
+/// `xtask <args>` against `target`, with a call log in a fresh temp file. The variables that
 /// would change what a test runs are cleared; `env` sets more.
-pub fn command(moto: &Moto, args: &[&str], env: &[(&str, &Path)]) -> (Command, tempfile::TempPath) {
+pub fn command(target: &impl Endpoint, args: &[&str], env: &[(&str, &Path)]) -> (Command, tempfile::TempPath) {
     let log = tempfile::NamedTempFile::new().unwrap().into_temp_path();
-    let mut command = crate::xtask(moto);
+    let mut command = crate::xtask(target);
     command
         .args(args)
         .env_remove(xtask::config::ENVIRONMENTS_DIR_ENV)
@@ -178,28 +178,28 @@ pub fn finish(child: Child, log: &Path, started: Instant) -> Run {
     }
 }
 
-pub fn xtask_env(moto: &Moto, args: &[&str], env: &[(&str, &Path)]) -> Run {
-    let (mut command, log) = command(moto, args, env);
+pub fn xtask_env(target: &impl Endpoint, args: &[&str], env: &[(&str, &Path)]) -> Run {
+    let (mut command, log) = command(target, args, env);
     let started = Instant::now();
     let child = command.spawn().unwrap();
     finish(child, &log, started)
 }
 
-pub fn xtask(moto: &Moto, args: &[&str]) -> Run {
-    xtask_env(moto, args, &[])
+pub fn xtask(target: &impl Endpoint, args: &[&str]) -> Run {
+    xtask_env(target, args, &[])
 }
 
 pub fn deploy_args(build: &Build) -> Vec<&str> {
     vec!["deploy", "--env", ENV, "--yes", "--no-build", "--manifest", build.manifest_path.to_str().unwrap()]
 }
 
-pub fn deploy(moto: &Moto, build: &Build) -> Run {
-    xtask(moto, &deploy_args(build))
+pub fn deploy(target: &impl Endpoint, build: &Build) -> Run {
+    xtask(target, &deploy_args(build))
 }
 
-pub fn plan_json(moto: &Moto, build: &Build, env: &[(&str, &Path)]) -> Value {
+pub fn plan_json(target: &impl Endpoint, build: &Build, env: &[(&str, &Path)]) -> Value {
     let run =
-        xtask_env(moto, &["plan", "--env", ENV, "--json", "--manifest", build.manifest_path.to_str().unwrap()], env);
+        xtask_env(target, &["plan", "--env", ENV, "--json", "--manifest", build.manifest_path.to_str().unwrap()], env);
     run.assert_success("plan --json");
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|error| panic!("plan --json printed no JSON ({error}):\n{}", run.stdout))
@@ -223,8 +223,9 @@ pub struct Aws {
 }
 
 impl Aws {
-    pub async fn new(moto: &Moto) -> Self {
-        let config = moto.sdk_config().await;
+    /// The view of the emulator behind `target`.
+    pub async fn new(target: &impl Endpoint) -> Self {
+        let config = crate::sdk_config(target.endpoint()).await;
         let s3 =
             aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
         Self {

@@ -90,14 +90,37 @@ impl Moto {
 
     /// SDK configuration for the emulator: its endpoint, a fixed region and test credentials.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "moto"))
-            .http_client(api_common::https_client())
-            .load()
-            .await
+        sdk_config(&self.endpoint).await
     }
+}
+
+/// An AWS endpoint the deployer can be pointed at: an emulator, or a proxy in front of one.
+pub trait Endpoint {
+    /// Its URL, e.g. `http://127.0.0.1:41234`.
+    fn endpoint(&self) -> &str;
+}
+
+impl Endpoint for Moto {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+impl Endpoint for fault::FaultProxy {
+    fn endpoint(&self) -> &str {
+        fault::FaultProxy::endpoint(self)
+    }
+}
+
+/// SDK configuration for an emulator at `endpoint`: a fixed region and test credentials.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "emulator"))
+        .http_client(api_common::https_client())
+        .load()
+        .await
 }
 
 impl Drop for Moto {
@@ -122,15 +145,15 @@ pub fn xtask_bin() -> PathBuf {
     }
 }
 
-/// A `cargo xtask ...` command pointed at `moto`: `AWS_ENDPOINT_URL` and test credentials
+/// A `cargo xtask ...` command pointed at `target`: `AWS_ENDPOINT_URL` and test credentials
 /// are the only difference from a run against AWS.
-pub fn xtask(moto: &Moto) -> Command {
+pub fn xtask(target: &impl Endpoint) -> Command {
     let bin = xtask_bin();
     assert!(bin.exists(), "the xtask binary {} does not exist; run the tests with `cargo xtask test`", bin.display());
     let mut command = Command::new(bin);
     command
         .current_dir(workspace_root())
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ENDPOINT_URL", target.endpoint())
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env_remove("AWS_PROFILE")

@@ -17,6 +17,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use e2e::deployer::*;
 use serde_json::{json, Value};
 use xtask::engine::resource::ResourceId;
+use xtask::state::store::LockInfo;
 use xtask::state::{Operation, Pending, StateStore as _};
 
 // ---------------------------------------------------------------------------------------
@@ -520,7 +521,7 @@ async fn kill_midway(aws: &Aws, child: &mut Child, resources: usize) -> bool {
 }
 
 #[tokio::test]
-async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_without_orphans_or_duplicates() {
+async fn a_deploy_killed_midway_leaves_a_lock_the_next_breaks_and_converges_without_orphans_or_duplicates() {
     let moto = moto();
     let dir = temp_dir();
     let build = synthetic_build(dir.path(), 1);
@@ -540,25 +541,17 @@ async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_witho
     );
     assert!(state.resources.len() < STACK_SIZE, "the deploy was killed midway");
 
-    // kill -9 cannot release the lock: the next deploy refuses, naming the dead holder.
+    // kill -9 cannot release the lock; the next deploy on this machine sees that its holder
+    // no longer runs, says so, and breaks it.
     let lock = aws.lock().await.expect("the killed run's lock remains");
     assert_eq!(lock.pid, killed_pid);
-    let blocked = deploy(&moto, &build);
-    assert!(!blocked.status.success(), "a deploy over a live lock fails:\n{}", blocked.stdout);
-    assert!(blocked.stderr.contains("locked by"), "{}", blocked.stderr);
-    assert!(blocked.stderr.contains(&format!("(pid {killed_pid})")), "it names the holder's pid:\n{}", blocked.stderr);
-    assert!(blocked.stderr.contains(&lock.id), "it names the lock id to force-unlock:\n{}", blocked.stderr);
-    assert_eq!(blocked.stack_mutations(), BTreeMap::new(), "the refused deploy changed nothing");
-
-    // Unlocking another id removes nothing; the holder's id removes the lock.
-    let wrong = xtask(&moto, &["unlock", "--env", ENV, "--force", "not-the-lock-id"]);
-    assert!(!wrong.status.success(), "unlocking another id fails:\n{}", wrong.stdout);
-    assert!(aws.lock().await.is_some(), "and leaves the lock");
-    xtask(&moto, &["unlock", "--env", ENV, "--force", &lock.id]).assert_success("unlock --force");
-    assert!(aws.lock().await.is_none(), "unlock removed the lock");
-
     let resumed = deploy(&moto, &build);
     resumed.assert_success("deploy after the kill");
+    assert!(
+        resumed.stderr.contains(&format!("(pid {killed_pid})")) && resumed.stderr.contains("no longer runs"),
+        "it names the dead holder whose lock it breaks:\n{}",
+        resumed.stderr
+    );
     if !state.pending.is_empty() {
         assert!(resumed.stdout.contains("Recovered"), "the pending operation is resolved first:\n{}", resumed.stdout);
     }
@@ -591,6 +584,44 @@ async fn a_deploy_killed_midway_leaves_a_named_lock_and_the_next_converges_witho
         Some(0),
         "nothing left to do"
     );
+}
+
+#[tokio::test]
+async fn a_lock_held_from_another_machine_blocks_a_deploy_until_force_unlocked_by_its_id() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    let aws = Aws::new(&moto).await;
+    deploy(&moto, &build).assert_success("deploy");
+    let lock = LockInfo {
+        id: "held-elsewhere".to_owned(),
+        who: "bob".to_owned(),
+        host: "another-machine".to_owned(),
+        pid: 4242,
+        operation: "deploy".to_owned(),
+        started_at: xtask::state::lock::now_rfc3339(),
+        expires_at: "2099-01-01T00:00:00Z".to_owned(),
+        process: Some("another-boot/pid:[1]/4242/1".to_owned()),
+    };
+    aws.store.acquire_lock(&lock).await.expect("the lock is written");
+
+    // A deploy with something to change (a deploy with nothing to change takes no lock).
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 2);
+    let blocked = deploy(&moto, &build);
+    assert!(!blocked.status.success(), "a deploy over a live lock fails:\n{}", blocked.stdout);
+    assert!(blocked.stderr.contains("locked by"), "{}", blocked.stderr);
+    assert!(blocked.stderr.contains("another-machine (pid 4242)"), "it names the holder:\n{}", blocked.stderr);
+    assert!(blocked.stderr.contains(&lock.id), "it names the lock id to force-unlock:\n{}", blocked.stderr);
+    assert_eq!(blocked.stack_mutations(), BTreeMap::new(), "the refused deploy changed nothing");
+
+    // Unlocking another id removes nothing; the holder's id removes the lock.
+    let wrong = xtask(&moto, &["unlock", "--env", ENV, "--force", "not-the-lock-id"]);
+    assert!(!wrong.status.success(), "unlocking another id fails:\n{}", wrong.stdout);
+    assert!(aws.lock().await.is_some(), "and leaves the lock");
+    xtask(&moto, &["unlock", "--env", ENV, "--force", &lock.id]).assert_success("unlock --force");
+    assert!(aws.lock().await.is_none(), "unlock removed the lock");
+    deploy(&moto, &build).assert_success("deploy after the unlock");
 }
 
 #[tokio::test]

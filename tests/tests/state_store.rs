@@ -51,6 +51,7 @@ fn lock_info(id: &str, expires_at: &str) -> LockInfo {
         operation: "destroy".to_owned(),
         started_at: "2000-01-01T00:00:00Z".to_owned(),
         expires_at: expires_at.to_owned(),
+        process: None,
     }
 }
 

@@ -592,9 +592,9 @@ pub async fn refresh<P: Provider, S: StateStore>(
 /// What recovery did with one pending entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recovered {
-    /// A resource whose creation was interrupted exists: it is now recorded, with only its
-    /// identifying inputs, so that the next plan brings every other property to the
-    /// desired value.
+    /// A resource whose creation was interrupted exists: it is now recorded with its
+    /// identifying inputs and the properties it has in the cloud, so that the next plan
+    /// brings every other property to the desired value.
     Adopted { id: ResourceId, physical_id: String },
     /// The interrupted create never reached the cloud.
     NeverCreated { id: ResourceId },
@@ -640,7 +640,7 @@ pub async fn recover<P: Provider, S: StateStore>(
                     .filter(|(key, _)| replace_keys(pending.kind).contains(&key.as_str()))
                     .map(|(key, value)| (key.clone(), value.clone()))
                     .collect();
-                let adopted = ResourceState {
+                let mut adopted = ResourceState {
                     kind: pending.kind,
                     name: pending.name.clone(),
                     physical_id: physical_id.clone(),
@@ -648,6 +648,21 @@ pub async fn recover<P: Provider, S: StateStore>(
                     outputs,
                     depends_on: pending.depends_on.clone(),
                 };
+                // What the interrupted run finished is recorded as it is in the cloud, so that
+                // the plan changes only what it had not done yet.
+                let live = provider.read(&adopted).await.map_err(|error| ApplyError::Provider {
+                    doing,
+                    id: id.clone(),
+                    error,
+                })?;
+                for (key, value) in live.into_iter().flatten() {
+                    let sent = pending.inputs.get(&key);
+                    let same = sent.is_some_and(|sent| {
+                        crate::drift::normalize(&key, sent) == crate::drift::normalize(&key, &value)
+                    });
+                    let recorded = if same { sent.cloned().unwrap_or(value) } else { value };
+                    adopted.inputs.entry(key).or_insert(recorded);
+                }
                 writer.finish_create_or_update(id.clone(), adopted).await?;
                 recovered.push(Recovered::Adopted { id, physical_id });
             }

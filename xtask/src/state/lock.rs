@@ -97,6 +97,28 @@ pub fn lease_expired(lock: &LockInfo, now: OffsetDateTime) -> bool {
     parse_rfc3339(&lock.expires_at).is_some_and(|expires_at| expires_at < now)
 }
 
+/// The identity of process `pid` as this machine sees it: the kernel's boot id, the pid
+/// namespace, the pid and the process's start time. Two processes never share it, even when a
+/// pid is reused; `None` where `/proc` does not tell.
+pub fn process_identity(pid: u32) -> Option<String> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: fields are counted after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let start_time = after_name.split_whitespace().nth(19)?;
+    Some(format!("{}/{}/{pid}/{start_time}", boot_id.trim(), namespace.display()))
+}
+
+/// Whether `holder` is a process of this machine (same boot, same pid namespace) that no
+/// longer runs: killed, or crashed, without releasing its lock.
+pub fn holder_is_gone(holder: &LockInfo) -> bool {
+    let Some(recorded) = holder.process.as_deref() else { return false };
+    let Some(ours) = process_identity(std::process::id()) else { return false };
+    let same_machine = |identity: &str| identity.splitn(3, '/').take(2).eq(ours.splitn(3, '/').take(2));
+    same_machine(recorded) && process_identity(holder.pid).as_deref() != Some(recorded)
+}
+
 fn describe_holder(holder: &LockInfo) -> String {
     format!(
         "{} on {} (pid {}) for `{}` since {}, lease until {}, lock id {}",
@@ -213,6 +235,7 @@ impl<S: StateStore> Lock<S> {
                 operation: options.operation.clone(),
                 started_at: rfc3339(now),
                 expires_at: lease_end(now, options.lease),
+                process: process_identity(pid),
             };
             let (location, holder) = match store.acquire_lock(&info).await {
                 Ok(etag) => return Ok(Self::start(store, info, etag, options.lease)),
@@ -229,6 +252,9 @@ impl<S: StateStore> Lock<S> {
                 continue;
             }
             if options.break_expired && lease_expired(&holder, now) && break_expired_lock(&*store, &holder).await? {
+                continue;
+            }
+            if holder_is_gone(&holder) && break_dead_holders_lock(&*store, &holder).await? {
                 continue;
             }
             let waited = started.elapsed();
@@ -348,6 +374,25 @@ async fn break_expired_lock<S: StateStore>(store: &S, holder: &LockInfo) -> Resu
     match store.delete_lock(&current.etag).await {
         Ok(()) => Ok(true),
         // Renewed or replaced since we read it: it is alive after all.
+        Err(StoreError::LockLost { .. }) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Deletes `holder`'s lock if it is still the one stored: its holder, a process of this
+/// machine, no longer runs. Returns whether it is gone.
+async fn break_dead_holders_lock<S: StateStore>(store: &S, holder: &LockInfo) -> Result<bool, StoreError> {
+    let Some(current) = store.read_lock().await? else { return Ok(true) };
+    if current.value.id != holder.id {
+        return Ok(false);
+    }
+    tracing::warn!(
+        "breaking the lock on {}: its holder, {}, no longer runs on this machine",
+        store.location(),
+        describe_holder(&current.value)
+    );
+    match store.delete_lock(&current.etag).await {
+        Ok(()) => Ok(true),
         Err(StoreError::LockLost { .. }) => Ok(false),
         Err(error) => Err(error),
     }
@@ -476,7 +521,37 @@ mod tests {
             operation: "destroy".to_owned(),
             started_at: rfc3339(expires_at - Duration::from_secs(60)),
             expires_at: rfc3339(expires_at),
+            process: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_lock_whose_holder_on_this_machine_no_longer_runs_is_broken_and_a_live_ones_is_not() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let holder = LockInfo {
+            pid,
+            process: process_identity(pid),
+            ..foreign("killed", OffsetDateTime::now_utc() + Duration::from_secs(60))
+        };
+        assert!(holder.process.is_some(), "this machine has /proc");
+        let store = Arc::new(MemoryStore::new());
+        store.put_lock(&holder);
+        let Err(error) = Lock::acquire(Arc::clone(&store), &options()).await else {
+            panic!("a live holder keeps its lock")
+        };
+        assert!(matches!(error, StoreError::Locked { .. }), "{error}");
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let lock = Lock::acquire(Arc::clone(&store), &options()).await.expect("a dead holder's lock is broken");
+        assert_ne!(lock.id(), "killed");
+        // A lock of another machine, or of an older version without the identity, is left to
+        // its lease.
+        assert!(!holder_is_gone(&LockInfo { process: None, ..holder.clone() }));
+        let elsewhere = holder.process.as_deref().map(|p| format!("another-boot{}", &p[p.find('/').unwrap()..]));
+        assert!(!holder_is_gone(&LockInfo { process: elsewhere, ..holder }));
+        lock.release().await.unwrap();
     }
 
     #[test]

@@ -333,6 +333,7 @@ mod tests {
             operation: "deploy".to_owned(),
             started_at: "2025-01-01T00:00:00Z".to_owned(),
             expires_at: "2025-01-01T00:01:00Z".to_owned(),
+            process: None,
         }
     }
 

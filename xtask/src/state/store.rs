@@ -31,6 +31,10 @@ pub struct LockInfo {
     /// RFC 3339. The holder renews the lease while it runs; after this time the lock may be
     /// broken with a warning.
     pub expires_at: String,
+    /// Which process holds it, precisely enough to tell from the same machine whether it still
+    /// runs (see [`super::lock::process_identity`]); absent in locks of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
 }
 
 #[derive(Debug, Clone, Error)]

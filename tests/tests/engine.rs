@@ -873,3 +873,28 @@ async fn drift_finds_changes_and_deletions_made_behind_the_tools_back_but_not_re
     assert!(clean.stdout.contains(&format!("Drift: {STACK_SIZE} in sync, 0 changed, 0 deleted.")), "{}", clean.stdout);
     assert_converged(&aws).await;
 }
+
+#[tokio::test]
+async fn a_state_bucket_left_unconfigured_by_a_run_that_died_is_configured_by_the_next() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    let aws = Aws::new(&moto).await;
+    // A first run created the state bucket and died before configuring it.
+    aws.s3.create_bucket().bucket(STATE_BUCKET).send().await.expect("CreateBucket");
+
+    deploy(&moto, &build).assert_success("deploy");
+    // (moto answers GetBucketVersioning with a root element the SDK refuses; the tag set last
+    // says the whole configuration, versioning included, was applied.)
+    let tags = aws.s3.get_bucket_tagging().bucket(STATE_BUCKET).send().await.expect("GetBucketTagging");
+    assert!(
+        tags.tag_set().iter().any(|tag| tag.key() == "image-analyzer:state-bucket" && tag.value() == "configured"),
+        "{tags:?}"
+    );
+    let block = aws.s3.get_public_access_block().bucket(STATE_BUCKET).send().await.expect("GetPublicAccessBlock");
+    let block = block.public_access_block_configuration().expect("a public access block");
+    assert_eq!(block.block_public_acls(), Some(true));
+    assert_eq!(block.restrict_public_buckets(), Some(true));
+    aws.s3.get_bucket_encryption().bucket(STATE_BUCKET).send().await.expect("the state bucket is encrypted");
+    assert_converged(&aws).await;
+}

@@ -265,3 +265,83 @@ async fn deploys_and_destroys_under_a_fault_mix_and_random_kills_converge() {
     println!("{killed} of 16 runs were killed midway");
     assert!(killed >= 4, "enough runs were killed midway to mean something: {killed}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Errors a person can act on
+
+/// `xtask <args>` with no AWS credentials or endpoint configured at all, and `extra` set.
+fn bare_xtask(args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+    let home = temp_dir();
+    let mut command = std::process::Command::new(e2e::xtask_bin());
+    command.current_dir(e2e::workspace_root()).args(args).env("HOME", home.path()).stdin(std::process::Stdio::null());
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "XTASK_LOG",
+        "IMAGE_ANALYZER_ENV",
+    ] {
+        command.env_remove(name);
+    }
+    // No instance metadata service to ask on a developer's machine.
+    command.env("AWS_EC2_METADATA_DISABLED", "true");
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    command.output().expect("xtask runs")
+}
+
+/// The error a run printed: its stderr, which must be one or two lines after `error:`, and
+/// no SDK debug form.
+fn short_error(output: &std::process::Output, what: &str) -> String {
+    assert!(!output.status.success(), "{what} fails");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let error = &stderr[stderr.find("error:").unwrap_or_else(|| panic!("{what} prints an error:\n{stderr}"))..];
+    assert!(error.trim_end().lines().count() <= 2, "{what}: one or two lines:\n{stderr}");
+    for debug in ["DispatchFailure", "ProviderError(", "ConnectorError", "{ source"] {
+        assert!(!stderr.contains(debug), "{what}: no SDK debug dump ({debug}):\n{stderr}");
+    }
+    error.to_owned()
+}
+
+#[test]
+fn without_credentials_plan_deploy_and_destroy_say_so_and_how_to_set_them() {
+    for args in [
+        &["plan", "--env", "dev"][..],
+        &["deploy", "--env", "dev", "--no-build", "--yes"],
+        &["destroy", "--env", "dev", "--yes"],
+    ] {
+        let what = args.join(" ");
+        let error = short_error(&bare_xtask(args, &[]), &what);
+        assert!(error.contains("no AWS credentials"), "{what}: {error}");
+        assert!(error.contains("AWS_PROFILE") && error.contains("--env local"), "{what} says what to do: {error}");
+    }
+}
+
+#[test]
+fn with_the_emulator_down_plan_and_destroy_name_the_endpoint_and_how_to_start_it() {
+    let endpoint = format!("http://127.0.0.1:{}", e2e::free_loopback_port());
+    for args in [&["plan", "--env", "dev"][..], &["destroy", "--env", "dev", "--yes"]] {
+        let what = args.join(" ");
+        let output = bare_xtask(args, &[("AWS_ENDPOINT_URL", &endpoint)]);
+        let error = short_error(&output, &what);
+        assert!(error.contains(&format!("cannot connect to {endpoint}")), "{what}: {error}");
+        assert!(error.contains("cargo xtask local up"), "{what} says what to do: {error}");
+    }
+}
+
+#[test]
+fn an_unknown_environment_is_refused_before_anything_is_built() {
+    let output = bare_xtask(&["deploy", "--env", "prdo"], &[]);
+    let error = short_error(&output, "deploy --env prdo");
+    assert!(error.contains("unknown environment `prdo`") && error.contains("did you mean `prod`"), "{error}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("build:"), "nothing was built:\n{stdout}");
+}

@@ -53,7 +53,11 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("XTASK_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        // The SDK's credential chain warns about every provider it tries; the error that
+        // follows says what matters. XTASK_LOG=debug shows everything.
+        .with_env_filter(
+            EnvFilter::try_from_env("XTASK_LOG").unwrap_or_else(|_| EnvFilter::new("info,aws_config=error")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()

@@ -90,7 +90,11 @@ pub enum Cause {
 /// Why `error` happened.
 pub fn cause<E: ProvideErrorMetadata + StdError + 'static>(error: &SdkError<E, HttpResponse>) -> Cause {
     if let Some(credentials) = find_in_chain::<CredentialsError>(error) {
-        let detail = chain(credentials).last().cloned().unwrap_or_default();
+        // "Not loaded" lists every provider tried, one per line: the message names them.
+        let detail = match credentials {
+            CredentialsError::CredentialsNotLoaded(_) => "none of them was configured".to_owned(),
+            _ => chain(credentials).last().and_then(|last| last.lines().next()).unwrap_or_default().to_owned(),
+        };
         return Cause::NoCredentials { detail };
     }
     if let Some(code) = error.code() {
@@ -107,6 +111,68 @@ pub fn cause<E: ProvideErrorMetadata + StdError + 'static>(error: &SdkError<E, H
         SdkError::DispatchFailure(_) if unreachable(error) => Cause::Unreachable,
         SdkError::ServiceError(service) if service.raw().status().as_u16() == 429 => Cause::Throttled,
         _ => Cause::Other,
+    }
+}
+
+/// The endpoint this run talks to, for messages: set once the clients are built.
+static ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the endpoint messages name (the first one set wins: one run, one cloud).
+pub fn set_endpoint(endpoint: &str) {
+    let _ = ENDPOINT.set(endpoint.to_owned());
+}
+
+fn endpoint() -> &'static str {
+    ENDPOINT.get().map_or("the AWS endpoint", String::as_str)
+}
+
+/// What went wrong with a call that got no usable answer, and what to do, in one or two
+/// lines: no credentials, an endpoint that cannot be reached, no answer in time, access
+/// denied, throttled past the retries; otherwise the service's code and message, or the
+/// causes in a row. The SDK's debug form is logged at `XTASK_LOG=debug` only.
+pub fn explain<E>(error: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+{
+    tracing::debug!("{:?}", error);
+    match cause(error) {
+        Cause::NoCredentials { detail } => format!(
+            "no AWS credentials: the default chain (environment variables, AWS_PROFILE and ~/.aws, SSO, web \
+             identity, container and instance metadata) found none: {detail}.\n  Set AWS_PROFILE, or \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; to use the local cloud instead, pass `--env local`"
+        ),
+        Cause::Unreachable => {
+            let reason = chain(error).last().cloned().unwrap_or_default();
+            let endpoint = endpoint();
+            if super::is_local_endpoint(endpoint) {
+                format!(
+                    "cannot connect to {endpoint} ({reason}): is the local cloud running? \
+                     `cargo xtask local up` starts it"
+                )
+            } else {
+                format!("cannot connect to {endpoint} ({reason}): check the network, and AWS_ENDPOINT_URL if set")
+            }
+        }
+        Cause::TimedOut => format!(
+            "no answer from {} within the call's timeout: it is stalled or overloaded; run again later \
+             ({}=<ms> sets a longer attempt timeout)",
+            endpoint(),
+            super::ATTEMPT_TIMEOUT_ENV
+        ),
+        Cause::Denied { code, message } => {
+            format!("{code}: {message}\n  The credentials in use are not allowed this call on this resource")
+        }
+        Cause::Throttled => "throttled, and still throttled after every retry; wait a minute and run again".to_owned(),
+        Cause::Other => match (error.code(), error.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            (None, _) => match error {
+                SdkError::ServiceError(service) => {
+                    format!("HTTP {} without an error code", service.raw().status().as_u16())
+                }
+                _ => chain(error).join(": "),
+            },
+        },
     }
 }
 

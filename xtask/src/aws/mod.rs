@@ -42,10 +42,7 @@ pub async fn get_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> any
             if missing {
                 Ok(None)
             } else {
-                Err(anyhow::anyhow!(
-                    "S3 GetObject s3://{bucket}/{key}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(error)
-                ))
+                Err(anyhow::anyhow!("S3 GetObject s3://{bucket}/{key}: {}", error::explain(&error)))
             }
         }
     }
@@ -210,14 +207,21 @@ impl Clients {
     /// Clients for an environment.
     pub async fn for_environment(env: &Environment) -> Self {
         let path_style = endpoint(env).is_some();
+        match endpoint(env) {
+            Some(endpoint) => error::set_endpoint(&endpoint),
+            None => error::set_endpoint(&format!("AWS in {}", env.region)),
+        }
         Self::new(sdk_config(env).await, path_style)
     }
 
     /// The account the credentials belong to (STS GetCallerIdentity).
     pub async fn account_id(&self) -> anyhow::Result<String> {
-        let identity = self.sts.get_caller_identity().send().await.map_err(|error| {
-            anyhow::anyhow!("STS GetCallerIdentity: {}", aws_sdk_sts::error::DisplayErrorContext(&error))
-        })?;
+        let identity = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|error| anyhow::anyhow!("STS GetCallerIdentity: {}", error::explain(&error)))?;
         identity.account.ok_or_else(|| anyhow::anyhow!("STS GetCallerIdentity returned no account"))
     }
 }

@@ -37,8 +37,6 @@ pub struct ApplyOptions {
     pub lock_timeout: Duration,
     /// Re-read every recorded resource first (`deploy --refresh`).
     pub refresh: bool,
-    /// The environment has no state yet, so its state bucket may have to be created.
-    pub first: bool,
 }
 
 /// What the environment should become.
@@ -120,10 +118,10 @@ pub async fn apply_and_record(
     options: &ApplyOptions,
     record: Record,
 ) -> Result<Outcome> {
-    if options.first {
-        let transport = Transport::for_endpoint(crate::aws::endpoint(&session.env).as_deref());
-        ensure_bucket(&session.clients.s3, &session.state_bucket, &session.env.region, transport).await?;
-    }
+    // Created on first use, and configured on any run that finds it was not (a run that
+    // died while creating it): two reads when all is well.
+    let transport = Transport::for_endpoint(crate::aws::endpoint(&session.env).as_deref());
+    ensure_bucket(&session.clients.s3, &session.state_bucket, &session.env.region, transport).await?;
     let lock_options = LockOptions::new(options.operation).timeout(options.lock_timeout);
     let lock = Lock::acquire(session.store.clone(), &lock_options).await?;
     let result = locked(ui, session, account_id, desired, provider, options, record, &lock).await;

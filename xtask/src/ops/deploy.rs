@@ -32,6 +32,8 @@ pub struct DeployOptions {
 
 /// Deploys `options.env`. `Outcome::NoChanges` when it already matched.
 pub async fn deploy(ui: &dyn Ui, options: &DeployOptions) -> Result<Outcome> {
+    // The environment's file is checked before anything is built.
+    crate::config::Environment::load(&crate::config::environments_dir(), &options.env)?;
     if options.build && options.manifest.is_none() {
         super::build::build(ui, false)?;
     }
@@ -62,7 +64,6 @@ pub async fn deploy(ui: &dyn Ui, options: &DeployOptions) -> Result<Outcome> {
         parallelism: options.parallelism,
         lock_timeout: options.lock_timeout,
         refresh: options.refresh,
-        first: state.is_none(),
     };
     let record = Record {
         origin: Origin::Deploy,

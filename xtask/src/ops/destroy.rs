@@ -47,7 +47,6 @@ pub async fn destroy(ui: &dyn Ui, options: &DestroyOptions) -> Result<Outcome> {
         parallelism: options.parallelism,
         lock_timeout: options.lock_timeout,
         refresh: false,
-        first: false,
     };
     let record = Record {
         // What was removed is filled in from the plan made under the lock.

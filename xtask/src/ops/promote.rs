@@ -114,7 +114,6 @@ async fn promote_from(ui: &dyn Ui, args: &PromoteOptions, from: &str) -> Result<
         parallelism: args.parallelism,
         lock_timeout: args.lock_timeout,
         refresh: false,
-        first: false,
     };
     let record = Record {
         origin: Origin::Promote {

@@ -42,7 +42,6 @@ pub async fn rollback(ui: &dyn Ui, options: &RollbackOptions) -> Result<Outcome>
         parallelism: 10,
         lock_timeout: options.lock_timeout,
         refresh: false,
-        first: false,
     };
     roll_back(ui, &session, &account_id, &history, &target, false, &apply_options).await
 }

@@ -2,7 +2,6 @@
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// An error of any SDK call.
@@ -19,19 +18,11 @@ pub(crate) fn is<E: ProvideErrorMetadata>(error: &CallError<E>, codes: &[&str]) 
 }
 
 /// `<code>: <message>` when the service answered, the HTTP status when it answered without
-/// a body (S3 HEAD requests), otherwise the whole error chain (network, timeout).
+/// a body (S3 HEAD requests), otherwise what happened and what to do (see
+/// [`crate::aws::error::explain`]).
 pub(crate) fn describe<E>(error: &CallError<E>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        (None, _) => match error.raw_response() {
-            Some(response) if matches!(error, SdkError::ServiceError(_)) => {
-                format!("HTTP {} without an error code", response.status().as_u16())
-            }
-            _ => DisplayErrorContext(error).to_string(),
-        },
-    }
+    crate::aws::error::explain(error)
 }

@@ -26,13 +26,13 @@
 //! policy's `Deny` as unconditional (it knows no `aws:SecureTransport`) and answers 403 to
 //! every object request on such a bucket.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, PublicAccessBlockConfiguration,
     ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
-    VersioningConfiguration,
+    Tag, Tagging, VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
 use serde::de::DeserializeOwned;
@@ -93,7 +93,7 @@ where
             }
             text
         }
-        _ => DisplayErrorContext(error).to_string(),
+        _ => crate::aws::error::explain(error),
     }
 }
 
@@ -330,8 +330,10 @@ impl Transport {
 /// What [`ensure_bucket`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BucketStatus {
-    /// The bucket existed; nothing was changed.
+    /// The bucket existed, configured; nothing was changed.
     Existed,
+    /// The bucket existed without its configuration, which was then set.
+    Configured,
     /// The bucket was created (or a concurrent run created it a moment ago) and configured.
     Created,
 }
@@ -345,10 +347,10 @@ pub fn tls_only_policy(bucket: &str, region: &str) -> serde_json::Value {
     crate::aws::tls_only_policy(crate::aws::partition(region), bucket)
 }
 
-/// Makes sure the state bucket exists. When it does, that costs one HeadBucket and changes
-/// nothing (callers that have just read state successfully can skip the call altogether).
-/// When it does not, creates it in `region` and configures it with
-/// [`configure_state_bucket`].
+/// Makes sure the state bucket exists, configured. When it does, that costs a HeadBucket and
+/// a GetBucketVersioning and changes nothing. When it does not, creates it in `region` and
+/// configures it with [`configure_state_bucket`]; a bucket found unversioned (a run died
+/// between creating and configuring it) is configured too.
 pub async fn ensure_bucket(
     client: &Client,
     bucket: &str,
@@ -356,7 +358,14 @@ pub async fn ensure_bucket(
     transport: Transport,
 ) -> Result<BucketStatus, StoreError> {
     match client.head_bucket().bucket(bucket).send().await {
-        Ok(_) => return Ok(BucketStatus::Existed),
+        Ok(_) => {
+            if bucket_tags(client, bucket).await?.iter().any(is_configured_tag) {
+                return Ok(BucketStatus::Existed);
+            }
+            tracing::warn!(bucket, "the state bucket was created by a run that stopped before configuring it");
+            configure_state_bucket(client, bucket, region, transport).await?;
+            return Ok(BucketStatus::Configured);
+        }
         Err(error) => {
             let status = error.raw_response().map(|response| response.status().as_u16());
             match status {
@@ -420,14 +429,6 @@ pub async fn configure_state_bucket(
     region: &str,
     transport: Transport,
 ) -> Result<(), StoreError> {
-    client
-        .put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
-        .send()
-        .await
-        .map_err(|error| bucket_error(bucket, "PutBucketVersioning", describe(&error)))?;
-
     let by_default = ServerSideEncryptionByDefault::builder()
         .sse_algorithm(ServerSideEncryption::Aes256)
         .build()
@@ -473,7 +474,50 @@ pub async fn configure_state_bucket(
             tracing::info!(bucket, "plain-HTTP endpoint: the state bucket gets no TLS-only policy");
         }
     }
+    client
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .map_err(|error| bucket_error(bucket, "PutBucketVersioning", describe(&error)))?;
+
+    // Last, the tag that says all of the above is done (see ensure_bucket), beside any tags
+    // the bucket has.
+    let mut tags = bucket_tags(client, bucket).await?;
+    tags.retain(|tag| tag.key() != CONFIGURED_TAG.0);
+    let marker = Tag::builder().key(CONFIGURED_TAG.0).value(CONFIGURED_TAG.1).build();
+    tags.push(marker.map_err(|error| bucket_error(bucket, "PutBucketTagging", error.to_string()))?);
+    let tagging = Tagging::builder()
+        .set_tag_set(Some(tags))
+        .build()
+        .map_err(|error| bucket_error(bucket, "PutBucketTagging", error.to_string()))?;
+    client
+        .put_bucket_tagging()
+        .bucket(bucket)
+        .tagging(tagging)
+        .send()
+        .await
+        .map_err(|error| bucket_error(bucket, "PutBucketTagging", describe(&error)))?;
     Ok(())
+}
+
+/// The tag a fully configured state bucket carries. (Not versioning: moto answers
+/// GetBucketVersioning with a document the SDK cannot read, and AWS's own defaults make
+/// encryption and the public access block no sign of anything.)
+const CONFIGURED_TAG: (&str, &str) = ("image-analyzer:state-bucket", "configured");
+
+fn is_configured_tag(tag: &Tag) -> bool {
+    tag.key() == CONFIGURED_TAG.0 && tag.value() == CONFIGURED_TAG.1
+}
+
+/// The bucket's tags (none when it has no tag set).
+async fn bucket_tags(client: &Client, bucket: &str) -> Result<Vec<Tag>, StoreError> {
+    match client.get_bucket_tagging().bucket(bucket).send().await {
+        Ok(tagging) => Ok(tagging.tag_set().to_vec()),
+        Err(error) if error.code() == Some("NoSuchTagSet") => Ok(Vec::new()),
+        Err(error) => Err(bucket_error(bucket, "GetBucketTagging", describe(&error))),
+    }
 }
 
 #[cfg(test)]

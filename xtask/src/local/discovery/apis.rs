@@ -287,12 +287,14 @@ pub fn account_of_arn(arn: &str) -> Option<&str> {
     arn.split(':').nth(4).filter(|account| !account.is_empty())
 }
 
-pub(super) fn gateway_error<E, R>(operation: &str, error: aws_sdk_apigatewayv2::error::SdkError<E, R>) -> anyhow::Error
+pub(super) fn gateway_error<E>(
+    operation: &str,
+    error: aws_sdk_apigatewayv2::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> anyhow::Error
 where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
+    E: aws_sdk_apigatewayv2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    anyhow!("{operation}: {}", aws_sdk_apigatewayv2::error::DisplayErrorContext(error))
+    anyhow!("{operation}: {}", crate::aws::error::explain(&error))
 }
 
 /// Collects every page of a paginated API Gateway listing.

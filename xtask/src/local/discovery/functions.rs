@@ -38,12 +38,14 @@ pub struct Code {
     pub source: String,
 }
 
-pub(super) fn sdk_error<E, R>(operation: &str, error: aws_sdk_lambda::error::SdkError<E, R>) -> anyhow::Error
+pub(super) fn sdk_error<E>(
+    operation: &str,
+    error: aws_sdk_lambda::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> anyhow::Error
 where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    anyhow!("{operation}: {}", aws_sdk_lambda::error::DisplayErrorContext(error))
+    anyhow!("{operation}: {}", crate::aws::error::explain(&error))
 }
 
 impl ControlPlane {
@@ -106,7 +108,7 @@ impl ControlPlane {
             .list_buckets()
             .send()
             .await
-            .map_err(|error| anyhow!("S3 ListBuckets: {}", aws_sdk_s3::error::DisplayErrorContext(error)))?;
+            .map_err(|error| anyhow!("S3 ListBuckets: {}", crate::aws::error::explain(&error)))?;
         let mut buckets: Vec<&str> = listed.buckets().iter().filter_map(|bucket| bucket.name()).collect();
         buckets.sort_by_key(|bucket| !(bucket.contains("state") || bucket.contains("artifact")));
         let mut mismatches = Vec::new();

@@ -106,6 +106,45 @@ async fn a_lost_answer_to_create_api_integration_or_route_leaves_exactly_one_of_
 }
 
 // ---------------------------------------------------------------------------------------
+// A stalled endpoint
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_api_gateway_fails_the_deploy_within_its_timeouts_with_state_intact_and_the_lock_released() {
+    let moto = moto();
+    let aws = Aws::new(&moto).await;
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    // Every API Gateway call is applied and answered ten minutes later: a service that hangs.
+    let stall: Rule =
+        Box::new(
+            |call: &Call, _| {
+                if call.path.starts_with("/v2/") {
+                    Fault::Slow(Duration::from_secs(600))
+                } else {
+                    Fault::Pass
+                }
+            },
+        );
+    let proxy = FaultProxy::start(moto.endpoint(), 0, stall).await.unwrap();
+
+    let pid = AtomicU32::new(0);
+    let stalled = run_with_pid(&proxy, &deploy_args(&build), &pid);
+    assert!(!stalled.status.success(), "the deploy fails:\n{}", stalled.stdout);
+    // The attempt timeout is 1.5 s and a call's 4.5 s (ATTEMPT_TIMEOUT_MS): the run ends
+    // well inside a minute instead of hanging on the lock.
+    assert!(stalled.elapsed < Duration::from_secs(60), "it gave up within its timeouts: {:?}", stalled.elapsed);
+    assert!(stalled.stderr.contains("no answer from"), "it says the endpoint did not answer:\n{}", stalled.stderr);
+    assert!(aws.lock().await.is_none(), "the lock is released");
+    let state = aws.state().await.expect("state was saved");
+    assert!(!state.resources.is_empty(), "what was created is recorded");
+
+    proxy.set_rule(pass());
+    rerun(&proxy, &deploy_args(&build), "the deploy once API Gateway answers");
+    assert_converged(&aws).await;
+    assert_no_op_plan(&moto, &build);
+}
+
+// ---------------------------------------------------------------------------------------
 // Refresh by recorded id
 
 #[tokio::test]

@@ -1,5 +1,7 @@
-//! Harness for the end-to-end tests: a moto server from the project's pinned virtualenv,
-//! started on a free loopback port for one test and stopped when the test ends.
+//! Harness for the end-to-end tests: an AWS emulator from the project's pinned virtualenv
+//! (moto, or MiniStack with `E2E_EMULATOR=ministack`), started on a free loopback port for
+//! one test and stopped when the test ends; the deployer's harness ([`deployer`]); and a
+//! fault-injecting proxy ([`fault`]).
 //!
 //! The emulator is never optional: when it is not installed the tests fail and say how to
 //! install it (`cargo xtask test` does so itself).
@@ -25,54 +27,142 @@ pub fn photo(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display()))
 }
 
-/// A running moto server. Dropping it stops the process.
-pub struct Moto {
+/// Which AWS emulator the end-to-end tests run against: moto (the default), or MiniStack
+/// when `E2E_EMULATOR=ministack` (`cargo xtask test` runs the deployer's suites on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmulatorKind {
+    Moto,
+    MiniStack,
+}
+
+/// The variable that picks the emulator.
+pub const EMULATOR_ENV: &str = "E2E_EMULATOR";
+
+impl EmulatorKind {
+    /// The emulator `E2E_EMULATOR` names; moto when it is unset.
+    pub fn from_env() -> Self {
+        match std::env::var(EMULATOR_ENV).as_deref() {
+            Ok("ministack") => Self::MiniStack,
+            Ok("moto") | Err(_) => Self::Moto,
+            Ok(other) => panic!("{EMULATOR_ENV}={other}: expected moto or ministack"),
+        }
+    }
+
+    /// Its server in the project's virtualenv.
+    fn program(self) -> &'static str {
+        match self {
+            Self::Moto => "moto_server",
+            Self::MiniStack => "ministack",
+        }
+    }
+}
+
+/// A running AWS emulator from the project's virtualenv, on a free loopback port, private
+/// to one test. Dropping it stops the process.
+pub struct Emulator {
+    kind: EmulatorKind,
     child: Child,
     endpoint: String,
     log: PathBuf,
+    /// MiniStack's scratch directory (its TMPDIR), removed with it.
+    scratch: Option<PathBuf>,
 }
 
-impl Moto {
-    /// Starts `moto_server` from `<root>/.venv` on a free port and waits until it answers.
+/// The tests' name for the emulator they run against, whichever it is.
+pub type Moto = Emulator;
+
+impl Emulator {
+    /// Starts the emulator [`EmulatorKind::from_env`] picks.
     pub fn start() -> Result<Self> {
+        Self::start_kind(EmulatorKind::from_env())
+    }
+
+    /// Starts `kind` from `<root>/.venv` on a free port and waits until it is ready.
+    pub fn start_kind(kind: EmulatorKind) -> Result<Self> {
         let root = workspace_root();
-        let server = root.join(".venv/bin/moto_server");
+        let server = root.join(".venv/bin").join(kind.program());
         if !server.exists() {
             bail!(
                 "the AWS emulator is not installed at {}; run `cargo xtask test`, which creates the \
-                 project's virtualenv with the pinned moto",
+                 project's virtualenv with the pinned moto and MiniStack",
                 server.display()
             );
         }
         let port = free_port()?;
         let log_dir = root.join("target/e2e");
         std::fs::create_dir_all(&log_dir)?;
-        let log = log_dir.join(format!("moto-{port}.log"));
+        let log = log_dir.join(format!("{}-{port}.log", kind.program()));
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut command = Command::new(&server);
+        let mut scratch = None;
+        match kind {
+            EmulatorKind::Moto => {
+                command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            }
+            EmulatorKind::MiniStack => {
+                let dir = log_dir.join(format!("ministack-{port}"));
+                std::fs::create_dir_all(&dir)?;
+                command
+                    .env("BIND_HOST", "127.0.0.1")
+                    .env("GATEWAY_PORT", port.to_string())
+                    .env("MINISTACK_REGION", "us-east-1")
+                    // moto's account, so that both emulators name resources alike.
+                    .env("MINISTACK_ACCOUNT_ID", "123456789012")
+                    // Never run deployed code: the local data plane does that.
+                    .env("LAMBDA_STRICT", "1")
+                    .env("IOT_MTLS_ENABLED", "0")
+                    .env("SFTP_ENABLED", "0")
+                    .env("TMPDIR", &dir);
+                scratch = Some(dir);
+            }
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
             .with_context(|| format!("starting {}", server.display()))?;
-        let mut moto = Self { child, endpoint: format!("http://127.0.0.1:{port}"), log };
-        moto.wait_ready(SocketAddr::from(([127, 0, 0, 1], port)))?;
-        Ok(moto)
+        let mut emulator = Self { kind, child, endpoint: format!("http://127.0.0.1:{port}"), log, scratch };
+        emulator.wait_ready(SocketAddr::from(([127, 0, 0, 1], port)))?;
+        Ok(emulator)
+    }
+
+    /// Which emulator this is.
+    pub fn kind(&self) -> EmulatorKind {
+        self.kind
     }
 
     fn wait_ready(&mut self, address: SocketAddr) -> Result<()> {
+        let program = self.kind.program();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
-                bail!("moto_server exited with {status} before it was ready; see {}", self.log.display());
+                bail!("{program} exited with {status} before it was ready; see {}", self.log.display());
             }
-            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            if self.answers(address) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("moto_server did not listen on {address} within 60 s; see {}", self.log.display())
+        bail!("{program} was not ready on {address} within 60 s; see {}", self.log.display())
+    }
+
+    /// Whether the emulator is ready: moto once it listens, MiniStack once its readiness
+    /// endpoint answers 200.
+    fn answers(&self, address: SocketAddr) -> bool {
+        let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else { return false };
+        match self.kind {
+            EmulatorKind::Moto => true,
+            EmulatorKind::MiniStack => {
+                use std::io::{Read as _, Write as _};
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let request = "GET /_ministack/ready HTTP/1.0\r\nHost: localhost\r\n\r\n";
+                let mut status = [0_u8; 12];
+                stream.write_all(request.as_bytes()).is_ok()
+                    && stream.read_exact(&mut status).is_ok()
+                    && status.ends_with(b" 200")
+            }
+        }
     }
 
     /// The emulator's endpoint URL, e.g. `http://127.0.0.1:41234`.
@@ -100,7 +190,7 @@ pub trait Endpoint {
     fn endpoint(&self) -> &str;
 }
 
-impl Endpoint for Moto {
+impl Endpoint for Emulator {
     fn endpoint(&self) -> &str {
         &self.endpoint
     }
@@ -123,12 +213,15 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
-impl Drop for Moto {
+impl Drop for Emulator {
     fn drop(&mut self) {
         // A frozen process cannot die until it runs again.
         let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(scratch) = &self.scratch {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
     }
 }
 

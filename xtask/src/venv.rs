@@ -1,5 +1,5 @@
 //! The project-local Python virtualenv at `<root>/.venv`, holding pinned tools
-//! (cargo-lambda, zig, moto). Created and (re)installed on first use.
+//! (cargo-lambda, zig, moto, MiniStack). Created and (re)installed on first use.
 
 use std::fs;
 use std::io;
@@ -75,7 +75,7 @@ impl Venv {
         let installed = fs::read_to_string(&marker).unwrap_or_default();
         if installed.trim() != wanted {
             tracing::info!(
-                "installing the pinned Python tools (moto, cargo-lambda, zig) into {} — takes about 35 s",
+                "installing the pinned Python tools (moto, MiniStack, cargo-lambda, zig) into {} — takes about a minute",
                 venv.dir.display()
             );
             process::run(
@@ -154,9 +154,9 @@ mod tests {
     }
 
     #[test]
-    fn requirements_file_pins_exactly_the_three_tools() {
+    fn requirements_file_pins_exactly_the_four_tools() {
         let text = fs::read_to_string(crate::workspace::root().join(REQUIREMENTS)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines, ["moto[server]==5.2.5", "cargo-lambda==1.9.2", "ziglang==0.17.1"]);
+        assert_eq!(lines, ["moto[server]==5.2.5", "ministack==1.5.33", "cargo-lambda==1.9.2", "ziglang==0.17.1"]);
     }
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the one test command. It checks formatting and lints, installs what
-//! the tests need, runs every test in the workspace, and checks that release builds are
-//! reproducible.
+//! the tests need, runs every test in the workspace (the deployer's end-to-end suites on both
+//! emulators, moto and MiniStack), and checks that release builds are reproducible.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -24,6 +24,12 @@ pub struct TestArgs {
     #[arg(last = true)]
     pub cargo_args: Vec<String>,
 }
+
+/// The suites that run against MiniStack as well as moto: the deployer end to end (deploy,
+/// no-op, plan, drift and refresh, destroy, crash recovery and faults, promotion). The
+/// others test moto-specific behaviour (the providers' and the state store's handling of
+/// what moto enforces, which MiniStack does not) or the local cloud, which runs on moto.
+const SECOND_EMULATOR_SUITES: [&str; 3] = ["engine", "faults", "promotion"];
 
 pub fn run(args: &TestArgs) -> Result<()> {
     let root = workspace::root();
@@ -52,6 +58,16 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .env("XTASK_BIN", &xtask)
             .current_dir(&root),
     )?;
+    // The deployer's end-to-end suites once more, against the second emulator.
+    let mut second = Command::new("cargo");
+    second.args(["test", "--locked", "--no-fail-fast", "--package", "e2e"]);
+    for suite in SECOND_EMULATOR_SUITES {
+        second.args(["--test", suite]);
+    }
+    process::run(
+        second.args(&args.cargo_args).env("XTASK_BIN", &xtask).env("E2E_EMULATOR", "ministack").current_dir(&root),
+    )?;
+    println!("test: the deployer's suites passed on moto and on MiniStack");
 
     if args.skip_reproducibility {
         println!("test: reproducible-build check skipped");

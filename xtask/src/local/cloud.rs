@@ -1,5 +1,5 @@
 //! Starting, finding and stopping the local cloud's processes: `local up` starts the
-//! emulator ([`super::moto`]), the face service ([`super::face`]) and the data plane in the
+//! emulator ([`super::emulator`]), the face service ([`super::face`]) and the data plane in the
 //! background; `status` and `down` find them again through their pid files.
 //!
 //! Everything lives in one state directory (`target/local` unless `--state-dir` says
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{http_get, http_post, listens};
 use super::layout::{loopback_address, LocalConfig, Overrides, ServedApi, StateDir, HEALTH_PATH, REFRESH_PATH};
-use super::moto::{emulator_answers, ensure_moto, moto_healthy};
+use super::emulator::{emulator_answers, ensure_moto, moto_healthy};
 use super::procs::{self, record, wait_until, Liveness, ProcessStatus, Stopped};
 use crate::config::{environments_dir, Environment};
 

@@ -9,6 +9,6 @@ pub mod event;
 pub mod face;
 pub mod http;
 pub mod layout;
-pub mod moto;
+pub mod emulator;
 pub mod procs;
 pub mod runtime;

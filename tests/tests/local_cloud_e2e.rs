@@ -1,6 +1,6 @@
-//! The whole product on one machine, the way a user runs it: `local up`, deploy the real
-//! release Lambdas, the smoke test, the README's seed curl procedure, destroy, `local down`,
-//! and no process of ours left behind.
+//! The whole product on one machine, the way a user runs it, on either emulator: `local up`,
+//! deploy the real release Lambdas, the smoke test, the README's seed curl procedure, destroy,
+//! `local down`, and no process of ours left behind.
 //!
 //! Needs the release build (`cargo xtask test` builds it before running the tests) and npm
 //! for the face models.
@@ -69,6 +69,16 @@ impl<F: Fn(&[&str]) -> Output> Drop for Down<'_, F> {
 
 #[test]
 fn the_local_cloud_runs_the_real_product_end_to_end() {
+    product_end_to_end("moto");
+}
+
+#[test]
+fn the_local_cloud_on_ministack_runs_the_real_product_end_to_end() {
+    product_end_to_end("ministack");
+}
+
+/// The whole product on a local cloud started on `emulator`.
+fn product_end_to_end(emulator: &str) {
     let manifest = workspace_root().join("target/lambda/manifest.json");
     assert!(manifest.exists(), "no release build at {}; run the tests with `cargo xtask test`", manifest.display());
     let state = tempfile::tempdir().unwrap();
@@ -83,13 +93,14 @@ fn the_local_cloud_runs_the_real_product_end_to_end() {
     let api = format!("http://127.0.0.1:{api_port}");
     let run = |args: &[&str]| xtask(&state_dir, &endpoint, api_port, args);
 
-    // 1. local up: moto, the face service and the data plane; brought down even if the test
-    // fails midway.
+    // 1. local up: the emulator, the face service and the data plane; brought down even if
+    // the test fails midway.
     let _down = Down(&run);
-    let up = ok(run(&["local", "up", "--endpoint", &endpoint]), "local up");
+    let up = ok(run(&["local", "up", "--endpoint", &endpoint, "--emulator", emulator]), "local up");
     assert!(up.contains("face") && up.contains("started"), "{up}");
+    assert!(up.lines().any(|line| line.starts_with(emulator) && line.contains("healthy")), "{emulator} runs:\n{up}");
     let pids = pids_in(&state_dir);
-    assert_eq!(pids.len(), 3, "moto, face and data plane pid files: {pids:?}\n{up}");
+    assert_eq!(pids.len(), 3, "emulator, face and data plane pid files: {pids:?}\n{up}");
 
     // 2. deploy the real release Lambdas.
     ok(run(&["deploy", "--env", "local", "--yes", "--no-build"]), "deploy");

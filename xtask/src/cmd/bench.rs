@@ -356,6 +356,7 @@ impl PrivateCloud {
             endpoint: Some(format!("http://127.0.0.1:{}", free_port()?)),
             api_port: Some(free_port()?),
             state_dir: Some(PathBuf::from(dir)),
+            emulator: None,
         };
         let config = LocalConfig::load(root, &overrides)?;
         let cloud = Self { config };

@@ -10,6 +10,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::console::Console;
+use crate::config::EmulatorKind;
 use crate::config::{environments_dir, Environment};
 use crate::local::cloud;
 use crate::local::dataplane::{self, ServeOptions};
@@ -51,6 +52,10 @@ pub struct CloudArgs {
     /// Where pid files, logs, apis.json and unpacked functions go (default: target/local).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The AWS emulator to run (default: `local.emulator` in environments/local.yaml, else
+    /// moto).
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(EmulatorKind::NAMES))]
+    pub emulator: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -85,7 +90,12 @@ impl CloudArgs {
             self.state_dir.as_ref().map(|dir| std::env::current_dir().map(|cwd| cwd.join(dir))).transpose()?;
         LocalConfig::load(
             &workspace::root(),
-            &Overrides { endpoint: self.endpoint.clone(), api_port: self.api_port, state_dir },
+            &Overrides {
+                endpoint: self.endpoint.clone(),
+                api_port: self.api_port,
+                state_dir,
+                emulator: self.emulator.as_deref().and_then(EmulatorKind::from_name),
+            },
         )
     }
 }

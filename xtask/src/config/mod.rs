@@ -104,6 +104,42 @@ pub struct LocalSettings {
     pub api_port: u16,
     /// At most this many instances of a function without a reserved concurrency run at once.
     pub max_instances: u32,
+    /// The AWS emulator the local cloud runs.
+    pub emulator: EmulatorKind,
+}
+
+/// The AWS emulators the local cloud can run, both from the project's virtualenv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmulatorKind {
+    /// moto server.
+    #[default]
+    Moto,
+    /// MiniStack, independent of moto.
+    #[serde(rename = "ministack")]
+    MiniStack,
+}
+
+impl EmulatorKind {
+    /// Every emulator, by the name files and flags use.
+    pub const NAMES: [&'static str; 2] = ["moto", "ministack"];
+
+    /// The name files and flags use: `moto`, `ministack`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Moto => "moto",
+            Self::MiniStack => "ministack",
+        }
+    }
+
+    /// The emulator called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "moto" => Some(Self::Moto),
+            "ministack" => Some(Self::MiniStack),
+            _ => None,
+        }
+    }
 }
 
 /// `local.max_instances` when the file does not set it.
@@ -259,6 +295,7 @@ impl Environment {
             local: raw.local.map(|l| LocalSettings {
                 api_port: l.api_port.0,
                 max_instances: l.max_instances.map_or(DEFAULT_LOCAL_MAX_INSTANCES, |m| m.0),
+                emulator: l.emulator.unwrap_or_default(),
             }),
         })
     }

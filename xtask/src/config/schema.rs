@@ -72,11 +72,13 @@ pub(super) struct RawThrottling {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `api_port` and, optionally, `max_instances`")]
+#[serde(deny_unknown_fields, expecting = "a mapping with `api_port` and, optionally, `max_instances` and `emulator`")]
 pub(super) struct RawLocal {
     pub(super) api_port: ApiPort,
     #[serde(default)]
     pub(super) max_instances: Option<MaxInstances>,
+    #[serde(default)]
+    pub(super) emulator: Option<super::EmulatorKind>,
 }
 
 // --- integers ---------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ fn the_environments_differ_where_they_should() {
     assert_eq!(prod.state.bucket_for_account("123456789012"), "image-analyzer-state-123456789012-eu-central-1");
     let local = Environment::load(&dir(), "local").unwrap();
     assert_eq!(local.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
-    assert_eq!(local.local, Some(LocalSettings { api_port: 3000, max_instances: 4 }));
+    assert_eq!(local.local, Some(LocalSettings { api_port: 3000, max_instances: 4, emulator: EmulatorKind::Moto }));
     assert_eq!(local.cors_allowed_origins, ["*"]);
     let staging = Environment::load(&dir(), "staging").unwrap();
     assert_eq!(staging.promote_from.as_deref(), Some("dev"));
@@ -297,6 +297,12 @@ fn invalid_values_are_rejected_with_their_field() {
             "protect: false\nlocal: {api_port: 3000, max_instances: 0}",
             "local.max_instances",
             "between 1 and 1000",
+        ),
+        (
+            "protect: false",
+            "protect: false\nlocal: {api_port: 3000, emulator: localstack}",
+            "local.emulator",
+            "expected `moto`, `ministack`",
         ),
         ("protect: false", "protect: false\nendpoint: ftp://x", "endpoint", "scheme"),
         ("protect: false", "protect: false\npromote_from: dev", "promote_from", "itself"),

@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
+use super::emulator::{self, emulator_answers};
 use super::http::{http_get, http_post, listens};
 use super::layout::{loopback_address, LocalConfig, Overrides, ServedApi, StateDir, HEALTH_PATH, REFRESH_PATH};
-use super::emulator::{emulator_answers, ensure_moto, moto_healthy};
 use super::procs::{self, record, wait_until, Liveness, ProcessStatus, Stopped};
 use crate::config::{environments_dir, Environment};
 
@@ -62,7 +62,7 @@ pub fn refresh_dataplane(config: &LocalConfig, endpoint: &str) -> Result<bool> {
 pub fn up(config: &LocalConfig) -> Result<Vec<ProcessStatus>> {
     std::fs::create_dir_all(config.state_dir.dir())
         .with_context(|| format!("creating {}", config.state_dir.dir().display()))?;
-    let (moto, started_moto) = ensure_moto(config)?;
+    let (moto, started_moto) = emulator::ensure(config)?;
     // Face analysis first, so that the data plane's first functions already get its URL.
     let face = super::face::ensure(config);
     match ensure_dataplane(config) {
@@ -82,7 +82,7 @@ pub fn up(config: &LocalConfig) -> Result<Vec<ProcessStatus>> {
 pub fn start_emulator(config: &LocalConfig) -> Result<ProcessStatus> {
     std::fs::create_dir_all(config.state_dir.dir())
         .with_context(|| format!("creating {}", config.state_dir.dir().display()))?;
-    Ok(ensure_moto(config)?.0)
+    Ok(emulator::ensure(config)?.0)
 }
 
 /// Starts the data plane (`xtask local serve`) unless it already runs.
@@ -201,7 +201,14 @@ pub fn down(state: &StateDir) -> Result<Vec<DownReport>> {
         Some((pid, stopped)) => DownReport { name: "face", pid: Some(pid), outcome: outcome(stopped) },
         None => DownReport { name: "face", pid: None, outcome: "not running".to_owned() },
     });
-    for (name, pid_file) in [("data plane", state.dataplane_pid()), ("moto", state.moto_pid())] {
+    // Which emulator runs, to name it (the pid file is the same for both).
+    let emulator = state
+        .moto_pid()
+        .read()?
+        .and_then(|recorded| loopback_address(recorded.address()).ok())
+        .and_then(emulator::running_at)
+        .map_or("emulator", crate::config::EmulatorKind::name);
+    for (name, pid_file) in [("data plane", state.dataplane_pid()), (emulator, state.moto_pid())] {
         let report = match pid_file.read()? {
             None => DownReport { name, pid: None, outcome: "not running".to_owned() },
             Some(recorded) => {
@@ -258,12 +265,12 @@ pub fn status(config: &LocalConfig) -> Result<Status> {
 
     let moto = match state.moto_pid().liveness()? {
         Liveness::Running(recorded) => {
-            let healthy = loopback_address(recorded.address()).is_ok_and(moto_healthy);
+            let running = loopback_address(recorded.address()).ok().and_then(emulator::running_at);
             ProcessStatus {
-                name: "moto",
+                name: running.map_or(config.emulator.name(), crate::config::EmulatorKind::name),
                 pid: Some(recorded.pid),
                 address: recorded.address().to_owned(),
-                healthy,
+                healthy: running.is_some(),
                 note: "started by xtask".to_owned(),
                 log: state.moto_log(),
             }
@@ -277,7 +284,7 @@ pub fn status(config: &LocalConfig) -> Result<Status> {
                 _ => "not running".to_owned(),
             };
             ProcessStatus {
-                name: "moto",
+                name: config.emulator.name(),
                 pid: None,
                 address: config.endpoint.clone(),
                 healthy: external,
@@ -342,7 +349,7 @@ pub fn ensure_emulator_at(config: &LocalConfig) -> Result<Vec<String>> {
         vec![format!("Nothing listens at {}: starting the local cloud (`cargo xtask local up`).", config.endpoint)];
     std::fs::create_dir_all(config.state_dir.dir())
         .with_context(|| format!("creating {}", config.state_dir.dir().display()))?;
-    let (moto, _) = ensure_moto(config)?;
+    let (moto, _) = emulator::ensure(config)?;
     notes.push(moto.to_string());
     // Deploying needs only the emulator; a data plane that cannot start is reported, and
     // `local up` says why again.

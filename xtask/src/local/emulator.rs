@@ -1,5 +1,7 @@
-//! The AWS emulator, moto server, as the local cloud runs it: started from the project's
-//! virtualenv, recorded in `moto.pid`, healthy when `GET /moto-api/` answers 200.
+//! The AWS emulator as the local cloud runs it: moto server or MiniStack (`local.emulator` in
+//! environments/local.yaml, or `local up --emulator`), started from the project's
+//! virtualenv, recorded in `moto.pid`, healthy when its health endpoint answers 200 (moto's
+//! `GET /moto-api/`, MiniStack's `GET /_ministack/ready`).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -10,14 +12,24 @@ use anyhow::{bail, Result};
 use super::http::{http_get, listens};
 use super::layout::{loopback_address, LocalConfig};
 use super::procs::{self, record, wait_until, Liveness, ProcessStatus, Recorded};
+use crate::config::EmulatorKind;
 use crate::venv::Venv;
 
-/// How long `up` waits for moto to become healthy.
+/// How long `up` waits for the emulator to become healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Whether moto answers at `address` (`GET /moto-api/` is 200).
-pub fn moto_healthy(address: SocketAddr) -> bool {
-    matches!(http_get(address, "/moto-api/", Duration::from_secs(2)), Ok((200, _)))
+/// Whether `kind` answers healthy at `address`.
+pub fn healthy(kind: EmulatorKind, address: SocketAddr) -> bool {
+    let path = match kind {
+        EmulatorKind::Moto => "/moto-api/",
+        EmulatorKind::MiniStack => "/_ministack/ready",
+    };
+    matches!(http_get(address, path, Duration::from_secs(2)), Ok((200, _)))
+}
+
+/// Which emulator answers healthy at `address`, if any.
+pub fn running_at(address: SocketAddr) -> Option<EmulatorKind> {
+    [EmulatorKind::Moto, EmulatorKind::MiniStack].into_iter().find(|kind| healthy(*kind, address))
 }
 
 /// Whether an emulator (any HTTP server) answers at `address`.
@@ -25,13 +37,48 @@ pub fn emulator_answers(address: SocketAddr) -> bool {
     http_get(address, "/", Duration::from_secs(2)).is_ok()
 }
 
-/// Starts moto unless it (or another emulator) already answers at the endpoint.
-pub fn ensure_moto(config: &LocalConfig) -> Result<(ProcessStatus, Option<Recorded>)> {
+/// The command that starts the configured emulator on `address`; MiniStack keeps its scratch
+/// files in the state directory.
+fn command(config: &LocalConfig, address: SocketAddr) -> Result<Command> {
+    let venv = Venv::ensure(&config.root)?;
+    let (ip, port) = (address.ip().to_string(), address.port().to_string());
+    let command = match config.emulator {
+        EmulatorKind::Moto => {
+            let mut command = Command::new(venv.bin("moto_server"));
+            command.args(["-H", &ip, "-p", &port]);
+            command
+        }
+        EmulatorKind::MiniStack => {
+            let scratch = config.state_dir.dir().join("ministack");
+            std::fs::create_dir_all(&scratch)?;
+            let mut command = Command::new(venv.bin("ministack"));
+            command
+                .env("BIND_HOST", &ip)
+                .env("GATEWAY_PORT", &port)
+                .env("MINISTACK_REGION", super::discovery::DEFAULT_REGION)
+                // moto's account, so that the local environment's names do not depend on the
+                // emulator.
+                .env("MINISTACK_ACCOUNT_ID", "123456789012")
+                // Never run deployed code itself: the data plane does.
+                .env("LAMBDA_STRICT", "1")
+                .env("IOT_MTLS_ENABLED", "0")
+                .env("SFTP_ENABLED", "0")
+                .env("TMPDIR", &scratch);
+            command
+        }
+    };
+    Ok(command)
+}
+
+/// Starts the configured emulator unless it (or another emulator) already answers at the
+/// endpoint. Refuses when the other emulator, started by xtask, runs there.
+pub fn ensure(config: &LocalConfig) -> Result<(ProcessStatus, Option<Recorded>)> {
     let state = &config.state_dir;
     let address = loopback_address(&config.endpoint)?;
     let pid_file = state.moto_pid();
+    let name = config.emulator.name();
     let status = |pid, healthy, note: &str| ProcessStatus {
-        name: "moto",
+        name,
         pid,
         address: config.endpoint.clone(),
         healthy,
@@ -42,20 +89,34 @@ pub fn ensure_moto(config: &LocalConfig) -> Result<(ProcessStatus, Option<Record
         Liveness::Running(recorded) => {
             if recorded.address() != config.endpoint {
                 bail!(
-                    "moto started by xtask already runs at {} (pid {}), not at {}; run `cargo xtask local down` first",
+                    "an emulator started by xtask already runs at {} (pid {}), not at {}; run `cargo xtask local down` \
+                     first",
                     recorded.address(),
                     recorded.pid,
                     config.endpoint
                 );
             }
-            if !wait_until(Duration::from_secs(10), || moto_healthy(address), || true) {
-                bail!(
-                    "moto (pid {}) runs at {} but is not healthy; see {}:\n{}",
+            let mut running = None;
+            let answered = || {
+                running = running_at(address);
+                running.is_some()
+            };
+            wait_until(Duration::from_secs(10), answered, || true);
+            match running {
+                Some(kind) if kind == config.emulator => {}
+                Some(other) => bail!(
+                    "{} (pid {}) runs at {}, not {name}; run `cargo xtask local down` first to switch",
+                    other.name(),
+                    recorded.pid,
+                    config.endpoint
+                ),
+                None => bail!(
+                    "{name} (pid {}) runs at {} but is not healthy; see {}:\n{}",
                     recorded.pid,
                     config.endpoint,
                     state.moto_log().display(),
                     procs::log_tail(&state.moto_log(), 20)
-                );
+                ),
             }
             return Ok((status(Some(recorded.pid), true, "already running"), None));
         }
@@ -68,20 +129,17 @@ pub fn ensure_moto(config: &LocalConfig) -> Result<(ProcessStatus, Option<Record
         }
         return Ok((status(None, true, "not started by xtask: left running by `down`"), None));
     }
-    let venv = Venv::ensure(&config.root)?;
-    let server = venv.bin("moto_server");
-    let mut command = Command::new(&server);
-    command.args(["-H", &address.ip().to_string(), "-p", &address.port().to_string()]);
+    let mut command = command(config, address)?;
     let log = state.moto_log();
     let _ = std::fs::remove_file(&log);
     let pid = procs::spawn_detached(&mut command, &log)?;
     let recorded = record(&pid_file, pid, &config.endpoint)?;
-    let healthy = wait_until(START_TIMEOUT, || moto_healthy(address), || procs::is_running(pid));
-    if !healthy {
+    let became_healthy = wait_until(START_TIMEOUT, || healthy(config.emulator, address), || procs::is_running(pid));
+    if !became_healthy {
         let _ = procs::stop(&recorded, Duration::from_secs(2));
         pid_file.remove()?;
         bail!(
-            "moto_server (pid {pid}) {} at {}; see {}:\n{}",
+            "{name} (pid {pid}) {} at {}; see {}:\n{}",
             if procs::is_running(pid) { "did not become healthy" } else { "exited before it was healthy" },
             config.endpoint,
             log.display(),

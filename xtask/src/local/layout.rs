@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::procs::PidFile;
-use crate::config::Environment;
+use crate::config::{EmulatorKind, Environment};
 
 /// The environment whose API gets `local.api_port`.
 pub const LOCAL_ENVIRONMENT: &str = "local";
@@ -144,6 +144,8 @@ pub struct LocalConfig {
     pub project: String,
     /// Instances of a function without a reserved concurrency that run at once.
     pub max_instances: usize,
+    /// The emulator `up` starts.
+    pub emulator: EmulatorKind,
 }
 
 /// Flags that override `environments/local.yaml`.
@@ -152,6 +154,7 @@ pub struct Overrides {
     pub endpoint: Option<String>,
     pub api_port: Option<u16>,
     pub state_dir: Option<PathBuf>,
+    pub emulator: Option<EmulatorKind>,
 }
 
 impl LocalConfig {
@@ -197,6 +200,10 @@ impl LocalConfig {
                 .and_then(|env| env.local.as_ref())
                 .map_or(crate::config::DEFAULT_LOCAL_MAX_INSTANCES, |local| local.max_instances)
                 as usize,
+            emulator: overrides
+                .emulator
+                .or_else(|| env.as_ref().and_then(|env| env.local.as_ref()).map(|local| local.emulator))
+                .unwrap_or_default(),
             project: env.map(|env| env.project).unwrap_or_else(|| "image-analyzer".to_owned()),
         })
     }
@@ -251,13 +258,16 @@ mod tests {
         assert_eq!(config.api_port, 3000);
         assert_eq!(config.project, "image-analyzer");
         assert_eq!(config.state_dir, StateDir::new(root.join("target/local")));
+        assert_eq!(config.emulator, EmulatorKind::Moto);
         let overrides = Overrides {
             endpoint: Some("http://127.0.0.1:5000/".into()),
             api_port: Some(4000),
             state_dir: Some("/tmp/x".into()),
+            emulator: Some(EmulatorKind::MiniStack),
         };
         let config = LocalConfig::load(&root, &overrides).unwrap();
         assert_eq!((config.endpoint.as_str(), config.api_port), ("http://127.0.0.1:5000", 4000));
+        assert_eq!(config.emulator, EmulatorKind::MiniStack);
         assert_eq!(config.state_dir.apis_json(), Path::new("/tmp/x/apis.json"));
     }
 

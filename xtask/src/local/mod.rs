@@ -5,10 +5,10 @@
 pub mod cloud;
 pub mod dataplane;
 pub mod discovery;
+pub mod emulator;
 pub mod event;
 pub mod face;
 pub mod http;
 pub mod layout;
-pub mod emulator;
 pub mod procs;
 pub mod runtime;

@@ -130,6 +130,7 @@ async fn a_stalled_api_gateway_fails_the_deploy_within_its_timeouts_with_state_i
     let pid = AtomicU32::new(0);
     let stalled = run_with_pid(&proxy, &deploy_args(&build), &pid);
     assert!(!stalled.status.success(), "the deploy fails:\n{}", stalled.stdout);
+    println!("the stalled deploy failed after {:.1?}", stalled.elapsed);
     // The attempt timeout is 1.5 s and a call's 4.5 s (ATTEMPT_TIMEOUT_MS): the run ends
     // well inside a minute instead of hanging on the lock.
     assert!(stalled.elapsed < Duration::from_secs(60), "it gave up within its timeouts: {:?}", stalled.elapsed);

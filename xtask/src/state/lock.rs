@@ -221,6 +221,7 @@ impl<S: StateStore> Lock<S> {
     /// (and `options.break_expired`), else waits up to `options.timeout`, trying again every
     /// `options.poll_interval`, and then fails with [`StoreError::Locked`] naming the holder.
     pub async fn acquire(store: Arc<S>, options: &LockOptions) -> Result<Self, StoreError> {
+        use Breakable::{Expired, HolderGone};
         let id = uuid::Uuid::new_v4().to_string();
         let (who, host, pid) = (current_user(), hostname(), std::process::id());
         let started = Instant::now();
@@ -251,10 +252,10 @@ impl<S: StateStore> Lock<S> {
                 }
                 continue;
             }
-            if options.break_expired && lease_expired(&holder, now) && break_expired_lock(&*store, &holder).await? {
+            if options.break_expired && lease_expired(&holder, now) && break_lock(&*store, &holder, Expired).await? {
                 continue;
             }
-            if holder_is_gone(&holder) && break_dead_holders_lock(&*store, &holder).await? {
+            if holder_is_gone(&holder) && break_lock(&*store, &holder, HolderGone).await? {
                 continue;
             }
             let waited = started.elapsed();
@@ -359,40 +360,49 @@ impl<S: StateStore> Drop for Lock<S> {
     }
 }
 
-/// Deletes `holder`'s lock if it is still the one stored and still expired. Returns whether
-/// it is gone (deleted by us, or released meanwhile), so acquiring may be tried again at once.
-async fn break_expired_lock<S: StateStore>(store: &S, holder: &LockInfo) -> Result<bool, StoreError> {
+/// Why a lock that is not ours may be broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Breakable {
+    /// Its lease ran out.
+    Expired,
+    /// Its holder was a process of this machine that no longer runs.
+    HolderGone,
+}
+
+impl Breakable {
+    /// Whether `lock` (as stored now) may still be broken for this reason.
+    fn holds_for(self, lock: &LockInfo) -> bool {
+        match self {
+            Self::Expired => lease_expired(lock, OffsetDateTime::now_utc()),
+            Self::HolderGone => holder_is_gone(lock),
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Expired => "its lease expired",
+            Self::HolderGone => "its holder no longer runs on this machine",
+        }
+    }
+}
+
+/// Deletes `holder`'s lock if it is still the one stored and may still be broken `because`.
+/// Returns whether it is gone (deleted by us, or released meanwhile), so acquiring may be
+/// tried again at once.
+async fn break_lock<S: StateStore>(store: &S, holder: &LockInfo, because: Breakable) -> Result<bool, StoreError> {
     let Some(current) = store.read_lock().await? else { return Ok(true) };
-    if current.value.id != holder.id || !lease_expired(&current.value, OffsetDateTime::now_utc()) {
+    if current.value.id != holder.id || !because.holds_for(&current.value) {
         return Ok(false);
     }
     tracing::warn!(
-        "breaking the lock on {}: its lease expired; it was held by {}",
+        "breaking the lock on {}: {}; it was held by {}",
         store.location(),
+        because.reason(),
         describe_holder(&current.value)
     );
     match store.delete_lock(&current.etag).await {
         Ok(()) => Ok(true),
         // Renewed or replaced since we read it: it is alive after all.
-        Err(StoreError::LockLost { .. }) => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-/// Deletes `holder`'s lock if it is still the one stored: its holder, a process of this
-/// machine, no longer runs. Returns whether it is gone.
-async fn break_dead_holders_lock<S: StateStore>(store: &S, holder: &LockInfo) -> Result<bool, StoreError> {
-    let Some(current) = store.read_lock().await? else { return Ok(true) };
-    if current.value.id != holder.id {
-        return Ok(false);
-    }
-    tracing::warn!(
-        "breaking the lock on {}: its holder, {}, no longer runs on this machine",
-        store.location(),
-        describe_holder(&current.value)
-    );
-    match store.delete_lock(&current.etag).await {
-        Ok(()) => Ok(true),
         Err(StoreError::LockLost { .. }) => Ok(false),
         Err(error) => Err(error),
     }

@@ -104,6 +104,7 @@ impl Service {
             return Err(RekognitionError::new(ErrorCode::UnknownOperation, "Only POST requests are supported"));
         }
         let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let region = signing_region(request.headers());
         if target != DETECT_FACES_TARGET {
             return Err(RekognitionError::new(
                 ErrorCode::UnknownOperation,
@@ -123,11 +124,17 @@ impl Service {
         let request: DetectFacesRequest = serde_json::from_slice(&body.to_bytes()).map_err(|error| {
             RekognitionError::new(ErrorCode::Serialization, format!("invalid request body: {error}"))
         })?;
-        Ok(Routed::DetectFaces(self.detect_faces(request).await?))
+        Ok(Routed::DetectFaces(self.detect_faces(request, region.as_deref()).await?))
     }
 
-    /// `DetectFaces` on a parsed request.
-    pub async fn detect_faces(&self, request: DetectFacesRequest) -> Result<DetectFacesResponse, RekognitionError> {
+    /// `DetectFaces` on a parsed request, made in `region` (the region it was signed for), in
+    /// which Rekognition reads an `Image.S3Object`, as AWS does; the client's own region
+    /// without one.
+    pub async fn detect_faces(
+        &self,
+        request: DetectFacesRequest,
+        region: Option<&str>,
+    ) -> Result<DetectFacesResponse, RekognitionError> {
         let attributes = AttributeSet::parse(request.attributes.as_deref())?;
         let image = request.image.unwrap_or_default();
         let bytes = match (image.bytes, image.s3_object) {
@@ -153,7 +160,7 @@ impl Service {
                         "Request has invalid parameters: Image.S3Object needs Bucket and Name",
                     ));
                 };
-                self.read_object(&bucket, &name, object.version.as_deref()).await?
+                self.read_object(&bucket, &name, object.version.as_deref(), region).await?
             }
             _ => {
                 return Err(RekognitionError::new(
@@ -177,7 +184,13 @@ impl Service {
         .map_err(|_| RekognitionError::new(ErrorCode::InternalServerError, "Internal server error"))?
     }
 
-    async fn read_object(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<Vec<u8>, RekognitionError> {
+    async fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Vec<u8>, RekognitionError> {
         let invalid = |detail: String| {
             RekognitionError::new(
                 ErrorCode::InvalidS3Object,
@@ -187,15 +200,16 @@ impl Service {
                 ),
             )
         };
-        let output = self
-            .s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .set_version_id(version.map(str::to_string))
-            .send()
-            .await
-            .map_err(|error| invalid(aws_sdk_s3::error::DisplayErrorContext(&error).to_string()))?;
+        let get = self.s3.get_object().bucket(bucket).key(key).set_version_id(version.map(str::to_string));
+        let sent = match region {
+            Some(region) => {
+                let in_region =
+                    aws_sdk_s3::config::Builder::default().region(aws_sdk_s3::config::Region::new(region.to_owned()));
+                get.customize().config_override(in_region).send().await
+            }
+            None => get.send().await,
+        };
+        let output = sent.map_err(|error| invalid(aws_sdk_s3::error::DisplayErrorContext(&error).to_string()))?;
         let too_large = || {
             RekognitionError::new(
                 ErrorCode::ImageTooLarge,
@@ -220,6 +234,15 @@ impl Service {
 enum Routed {
     Health,
     DetectFaces(DetectFacesResponse),
+}
+
+/// The region a SigV4-signed request was signed for: the third field of the `Credential`
+/// scope in its `Authorization` header (`Credential=AKID/20260101/eu-west-1/rekognition/...`).
+fn signing_region(headers: &hyper::HeaderMap) -> Option<String> {
+    let authorization = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let scope = authorization.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+    let region = scope.split('/').nth(2)?;
+    (!region.is_empty()).then(|| region.to_owned())
 }
 
 fn json_response(status: StatusCode, content_type: &str, body: String, request_id: &str) -> Response<Full<Bytes>> {
@@ -343,5 +366,20 @@ impl Drop for RunningServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signing_region_comes_from_the_credential_scope() {
+        let mut headers = hyper::HeaderMap::new();
+        assert_eq!(signing_region(&headers), None);
+        let authorization = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261203/eu-west-1/rekognition/aws4_request, \
+                             SignedHeaders=host;x-amz-date, Signature=abc";
+        headers.insert(hyper::header::AUTHORIZATION, authorization.parse().unwrap());
+        assert_eq!(signing_region(&headers).as_deref(), Some("eu-west-1"));
     }
 }

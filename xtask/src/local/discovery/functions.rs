@@ -86,9 +86,62 @@ impl ControlPlane {
                     .and_then(reqwest::Response::error_for_status)
                     .with_context(|| format!("downloading the code of {} from {location}", function.name))?;
                 let bytes = response.bytes().await.with_context(|| format!("downloading {location}"))?;
-                verified(&function.name, location.to_owned(), bytes.to_vec(), &expected)
+                match verified(&function.name, location.to_owned(), bytes.to_vec(), &expected) {
+                    Ok(code) => Ok(code),
+                    // MiniStack serves $LATEST's code at every version's Code.Location; the
+                    // deployer's content-addressed store holds each version's own.
+                    Err(mismatch) => self
+                        .find_by_digest(function, &expected)
+                        .await
+                        .map_err(|error| anyhow!("{mismatch:#}; nor is it in the artifact store: {error:#}")),
+                }
             }
         }
+    }
+
+    /// The object `<...>/<sha256 hex>.zip` whose SHA-256 is `expected` (base64, as Lambda's
+    /// `CodeSha256`), in the emulator's state and artifact buckets: the deployer's
+    /// content-addressed artifact store.
+    async fn find_by_digest(&self, function: &Function, expected: &str) -> Result<Code> {
+        use base64::Engine as _;
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(expected.trim())
+            .with_context(|| format!("CodeSha256 {expected} of {} is not base64", function.name))?;
+        let file = format!("{}.zip", hex::encode(digest));
+        let listed = self
+            .s3
+            .list_buckets()
+            .send()
+            .await
+            .map_err(|error| anyhow!("S3 ListBuckets: {}", crate::aws::error::explain(&error)))?;
+        let stores = listed.buckets().iter().filter_map(|bucket| {
+            let name = bucket.name().filter(|name| name.contains("state") || name.contains("artifact"))?;
+            Some((name, bucket.bucket_region().unwrap_or(&function.region)))
+        });
+        for (bucket, region) in stores {
+            // A bucket is addressed in its own region (MiniStack, like S3, redirects otherwise).
+            let s3 = aws_sdk_s3::Client::from_conf(
+                self.s3.config().to_builder().region(aws_sdk_s3::config::Region::new(region.to_owned())).build(),
+            );
+            let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page =
+                    page.map_err(|error| anyhow!("S3 ListObjectsV2 {bucket}: {}", crate::aws::error::explain(&error)))?;
+                let found = page
+                    .contents()
+                    .iter()
+                    .filter_map(|object| object.key())
+                    .find(|key| key.rsplit('/').next() == Some(file.as_str()));
+                if let Some(key) = found {
+                    let source = format!("s3://{bucket}/{key}");
+                    let bytes = crate::aws::get_object(&s3, bucket, key)
+                        .await?
+                        .with_context(|| format!("{source} vanished"))?;
+                    return verified(&function.name, source, bytes, expected);
+                }
+            }
+        }
+        bail!("no {file} in the emulator's state or artifact buckets")
     }
 
     /// Looks for `key` in the emulator's buckets (state and artifact buckets first) and

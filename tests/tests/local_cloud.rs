@@ -277,12 +277,16 @@ async fn the_data_plane_serves_every_deployed_environment_as_deployed() {
 
     // A second environment deployed into the same emulator gets a port of its own.
     deploy(&moto, "dev", &echo_manifest(&dir, "v1"));
-    let (dev_id, dev_url) = eventually(Duration::from_secs(20), "the dev API in apis.json", || async {
+    // (The API can be listed before its routes exist, when a poll lands mid-deploy: wait for
+    // a route to answer.)
+    let (dev_id, dev_url) = eventually(Duration::from_secs(20), "the dev API, routed", || async {
         let apis = cloud.apis();
-        apis.as_object()?
+        let (id, url) = apis
+            .as_object()?
             .iter()
             .find(|(_, api)| api["environment"] == "dev")
-            .map(|(id, api)| (id.clone(), api["url"].as_str().unwrap().to_owned()))
+            .map(|(id, api)| (id.clone(), api["url"].as_str().unwrap().to_owned()))?;
+        (get(&client, &format!("{url}/upload-url")).await.status == 200).then_some((id, url))
     })
     .await;
     let apis = cloud.apis();

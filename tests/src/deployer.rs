@@ -220,21 +220,29 @@ pub struct Aws {
     pub apigateway: aws_sdk_apigatewayv2::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub store: S3Store,
+    state_bucket: String,
 }
 
 impl Aws {
-    /// The view of the emulator behind `target`.
+    /// The view of the emulator behind `target`, for the `local` environment.
     pub async fn new(target: &impl Endpoint) -> Self {
-        let config = crate::sdk_config(target.endpoint()).await;
+        Self::for_environment(target, REGION, STATE_BUCKET, ENV).await
+    }
+
+    /// The view of the emulator behind `target` in `region`, for environment `env` whose
+    /// state lives in `state_bucket`.
+    pub async fn for_environment(target: &impl Endpoint, region: &str, state_bucket: &str, env: &str) -> Self {
+        let config = crate::sdk_config_in(target.endpoint(), region).await;
         let s3 =
             aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
         Self {
-            store: S3Store::new(s3.clone(), STATE_BUCKET, STATE_PREFIX, ENV),
+            store: S3Store::new(s3.clone(), state_bucket, STATE_PREFIX, env),
             s3,
             iam: aws_sdk_iam::Client::new(&config),
             lambda: aws_sdk_lambda::Client::new(&config),
             apigateway: aws_sdk_apigatewayv2::Client::new(&config),
             logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            state_bucket: state_bucket.to_owned(),
         }
     }
 
@@ -244,7 +252,7 @@ impl Aws {
     }
 
     pub async fn versioned_state(&self) -> Option<xtask::state::Versioned<StateFile>> {
-        if !self.bucket_names().await.iter().any(|name| name == STATE_BUCKET) {
+        if !self.bucket_names().await.contains(&self.state_bucket) {
             return None;
         }
         self.store.load().await.expect("the state document is readable")
@@ -265,7 +273,7 @@ impl Aws {
         let mut items = Vec::new();
         let mut api_names = Vec::new();
         for bucket in self.bucket_names().await {
-            if bucket != STATE_BUCKET {
+            if bucket != self.state_bucket {
                 items.push(format!("bucket:{bucket}"));
             }
         }

@@ -48,6 +48,14 @@ impl EmulatorKind {
         }
     }
 
+    /// Its name for `local up --emulator`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Moto => "moto",
+            Self::MiniStack => "ministack",
+        }
+    }
+
     /// Its server in the project's virtualenv.
     fn program(self) -> &'static str {
         match self {
@@ -202,11 +210,16 @@ impl Endpoint for fault::FaultProxy {
     }
 }
 
-/// SDK configuration for an emulator at `endpoint`: a fixed region and test credentials.
+/// SDK configuration for an emulator at `endpoint`: us-east-1 and test credentials.
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_in(endpoint, "us-east-1").await
+}
+
+/// SDK configuration for an emulator at `endpoint`, in `region`, with test credentials.
+pub async fn sdk_config_in(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region.to_owned()))
         .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "emulator"))
         .http_client(api_common::https_client())
         .load()

@@ -385,3 +385,111 @@ fn an_unknown_environment_is_refused_before_anything_is_built() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains("build:"), "nothing was built:\n{stdout}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Promotion under faults
+
+/// `dev`'s and `staging`'s state bucket on the emulator's account.
+const SHARED_STATE_BUCKET: &str = "image-analyzer-state-123456789012-eu-west-1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotions_under_a_fault_mix_and_random_kills_converge() {
+    let manifest = e2e::workspace_root().join("target/lambda/manifest.json");
+    assert!(manifest.exists(), "no release build at {}; run the tests with `cargo xtask test`", manifest.display());
+    let emulator = moto();
+    let proxy = FaultProxy::start(emulator.endpoint(), 7, pass()).await.unwrap();
+    // A local cloud whose data plane reads the emulator directly and serves dev's and
+    // staging's APIs, so that promotion's smoke tests run for real; the deployer talks to
+    // the emulator through the proxy.
+    let state = temp_dir();
+    let cached = e2e::workspace_root().join("target/local/models");
+    if cached.exists() {
+        std::os::unix::fs::symlink(&cached, state.path().join("models")).unwrap();
+    }
+    let api_port = e2e::free_loopback_port().to_string();
+    let local: [(&str, &str); 2] =
+        [("XTASK_LOCAL_STATE_DIR", state.path().to_str().unwrap()), ("XTASK_LOCAL_API_PORT", &api_port)];
+    let run = |target: &dyn Fn() -> std::process::Command, args: &[&str]| {
+        let mut command = target();
+        command.args(args).envs(local);
+        command.output().expect("xtask runs")
+    };
+    let direct = || e2e::xtask(&emulator);
+    let through_proxy = || {
+        let mut command = e2e::xtask(&proxy);
+        command.env(xtask::aws::ATTEMPT_TIMEOUT_ENV, ATTEMPT_TIMEOUT_MS);
+        command
+    };
+    let kind = e2e::EmulatorKind::from_env().name();
+    let up = run(&direct, &["local", "up", "--endpoint", emulator.endpoint(), "--emulator", kind]);
+    assert!(up.status.success(), "local up: {}", String::from_utf8_lossy(&up.stderr));
+    struct Down<F: Fn()>(F);
+    impl<F: Fn()> Drop for Down<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+    let _down = Down(|| {
+        run(&direct, &["local", "down"]);
+    });
+    let ok = |output: std::process::Output, what: &str| {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{what}: {}\n{stderr}", String::from_utf8_lossy(&output.stdout));
+    };
+    ok(run(&through_proxy, &["deploy", "--env", "dev", "--yes", "--no-build"]), "deploy dev");
+    ok(run(&through_proxy, &["smoke-test", "--env", "dev"]), "smoke-test dev");
+
+    let aws = Aws::for_environment(&emulator, "eu-west-1", SHARED_STATE_BUCKET, "staging").await;
+    let dev = Aws::for_environment(&emulator, "eu-west-1", SHARED_STATE_BUCKET, "dev").await;
+    let promote = ["promote", "--to", "staging", "--yes"];
+    let pid = Arc::new(AtomicU32::new(0));
+    for seed in 1..=3_u64 {
+        proxy.set_rule(fault_mix(15));
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let kill_after = Duration::from_millis(rng.u64(100..3000));
+        let killer_pid = Arc::clone(&pid);
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(kill_after);
+            kill(killer_pid.load(Ordering::SeqCst));
+        });
+        let mut attempts = Vec::new();
+        let last = loop {
+            let mut command = through_proxy();
+            command.args(promote).envs(local).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            let (log, started) = (tempfile::NamedTempFile::new().unwrap().into_temp_path(), Instant::now());
+            let child = command.env(xtask::calls::CALL_LOG_ENV, &log).spawn().unwrap();
+            pid.store(child.id(), Ordering::SeqCst);
+            let promoted = finish(child, &log, started);
+            pid.store(0, Ordering::SeqCst);
+            attempts.push(promoted.status.code());
+            if promoted.status.success() || attempts.len() == 6 {
+                break promoted;
+            }
+        };
+        killer.join().unwrap();
+        assert!(
+            last.status.success(),
+            "seed {seed}: promote succeeded under the fault mix: {attempts:?}\n{}\n{}",
+            last.stdout,
+            last.stderr
+        );
+        proxy.set_rule(pass());
+
+        // Staging serves dev's smoke-tested code, everything in the emulator is recorded by
+        // dev's or staging's state, once, and nothing is left to do.
+        let (staging_state, dev_state) = (aws.state().await.unwrap(), dev.state().await.unwrap());
+        assert!(staging_state.pending.is_empty(), "seed {seed}: {:?}", staging_state.pending);
+        assert_eq!(staging_state.resources.len(), STACK_SIZE, "seed {seed}");
+        let inventory = aws.inventory().await;
+        let mut recorded_by_both = recorded(&staging_state);
+        recorded_by_both.extend(recorded(&dev_state));
+        assert_eq!(inventory.set(), recorded_by_both, "seed {seed}: no orphan, nothing missing");
+        assert_eq!(inventory.items.len(), inventory.set().len(), "seed {seed}: no duplicate");
+        let plan = run(&through_proxy, &["plan", "--env", "staging", "--detailed-exitcode"]);
+        assert_eq!(plan.status.code(), Some(0), "seed {seed}: {}", String::from_utf8_lossy(&plan.stdout));
+        println!("seed {seed}: promote, killed after {kill_after:?}: {} runs, exit codes {attempts:?}", attempts.len());
+
+        // Start the next trial from an empty staging.
+        ok(run(&through_proxy, &["destroy", "--env", "staging", "--yes"]), "destroy staging");
+    }
+}

@@ -101,6 +101,7 @@ fn product_end_to_end(emulator: &str) {
     assert!(up.lines().any(|line| line.starts_with(emulator) && line.contains("healthy")), "{emulator} runs:\n{up}");
     let pids = pids_in(&state_dir);
     assert_eq!(pids.len(), 3, "emulator, face and data plane pid files: {pids:?}\n{up}");
+    // (pids[0] is the emulator's: pids_in reads moto.pid first.)
 
     // 2. deploy the real release Lambdas.
     ok(run(&["deploy", "--env", "local", "--yes", "--no-build"]), "deploy");
@@ -133,7 +134,28 @@ fn product_end_to_end(emulator: &str) {
     assert_eq!(analysis["faces"][0]["dominantEmotion"], "HAPPY", "{analysis:#}");
     assert!(analysis["faces"][0]["position"]["Width"].as_f64().is_some(), "{analysis:#}");
 
-    // 5. destroy, 6. down: nothing of ours is left running.
+    // 5. the emulator hangs (SIGSTOP): analyze's S3 call gives up inside the function's
+    // timeout and the client gets the project's JSON error, not API Gateway's bare 503.
+    let emulator_pid = pids[0].to_string();
+    let signal = |name: &str| Command::new("kill").args([name, &emulator_pid]).status().unwrap();
+    assert!(signal("-STOP").success());
+    let began = std::time::Instant::now();
+    let answer = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Content-Type: application/json"])
+        .args(["-d", r#"{"fileKey":"uploads/0f8e1c2a-3b4d-4e5f-8a6b-7c8d9e0f1a2b.jpg"}"#])
+        .arg(format!("{api}/analyze"))
+        .output()
+        .unwrap();
+    let took = began.elapsed();
+    assert!(signal("-CONT").success());
+    let answer = String::from_utf8_lossy(&answer.stdout).into_owned();
+    let (body, status) = answer.rsplit_once('\n').unwrap();
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert!(["502", "504"].contains(&status), "the function's own error: {status} {body}");
+    assert!(body["error"].is_string() && body["message"].is_string(), "the project's JSON error: {body}");
+    assert!(took < std::time::Duration::from_secs(10), "answered within analyze's 10 s timeout: {took:?}");
+
+    // 6. destroy, 7. down: nothing of ours is left running.
     ok(run(&["destroy", "--env", "local", "--yes"]), "destroy");
     ok(run(&["local", "down"]), "local down");
     for pid in pids {

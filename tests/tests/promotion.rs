@@ -1,7 +1,8 @@
 //! Promotion and rollback, the way a user runs them: the project's own dev, staging and prod
 //! environment files (staging in eu-west-1, prod in eu-central-1), all pointed at one local
-//! cloud whose data plane serves each environment's API, so that every smoke test runs for
-//! real against the deployed release Lambdas.
+//! cloud (on moto, or MiniStack with `E2E_EMULATOR=ministack`) whose data plane serves each
+//! environment's API, so that every smoke test runs for real against the deployed release
+//! Lambdas.
 //!
 //! Needs the release build (`cargo xtask test` builds it before running the tests) and npm
 //! for the face models.
@@ -139,7 +140,8 @@ async fn promotion_moves_only_smoke_tested_bytes_and_rollback_restores_earlier_v
     let endpoint = format!("http://127.0.0.1:{}", free_loopback_port());
     let cloud =
         Cloud { state_dir: state.path().to_path_buf(), endpoint: endpoint.clone(), api_port: free_loopback_port() };
-    cloud.ok(&["local", "up", "--endpoint", &endpoint]);
+    // The local cloud on the emulator the run asks for (E2E_EMULATOR).
+    cloud.ok(&["local", "up", "--endpoint", &endpoint, "--emulator", e2e::EmulatorKind::from_env().name()]);
 
     // dev: the release build. Promotion waits for a smoke test of exactly this code.
     cloud.ok(&["deploy", "--env", "dev", "--yes", "--no-build"]);

@@ -10,6 +10,9 @@ use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 
 use super::*;
+use aws_sdk_rekognition::operation::detect_faces::DetectFacesError;
+use aws_sdk_rekognition::types::{Attribute, FaceDetail};
+use aws_sdk_s3::operation::head_object::HeadObjectError;
 
 const EVENT: &str = include_str!("../tests/events/post-analyze.json");
 const BUCKET: &str = "image-analyzer-dev-uploads-123456789012";

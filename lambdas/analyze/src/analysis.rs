@@ -1,5 +1,5 @@
 //! The analysis itself: HeadObject to check the upload, DetectFaces, and the faces it finds
-//! as the API answers them.
+//! as the API answers them; and why an analysis failed, as a closed set.
 
 use api_common::ApiError;
 use aws_sdk_rekognition::config::http::HttpResponse;
@@ -8,22 +8,70 @@ use aws_sdk_rekognition::operation::detect_faces::DetectFacesError;
 use aws_sdk_rekognition::types::{Attribute, FaceDetail, Image, S3Object};
 use aws_sdk_s3::operation::head_object::HeadObjectError;
 use lambda_http::http::StatusCode;
-use lambda_http::Request;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{
-    check_route, parse_file_key, Deps, IMAGE_TYPES, MAX_IMAGE_BYTES, RETRY_AFTER_SECONDS, ROUTE_METHOD, ROUTE_PATH,
-};
+use crate::{Deps, IMAGE_TYPES, MAX_IMAGE_BYTES, RETRY_AFTER_SECONDS};
+
+/// Why an image could not be analysed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The image's own fault: asking again gives the same answer, so it is kept as a failed
+    /// result and never retried.
+    Image(ImageFault, String),
+    /// There is no object at the key (or it cannot be read as one).
+    Missing(ApiError),
+    /// An upstream service failed, throttled or did not answer in time: a retry may succeed.
+    /// Never kept.
+    Transient(ApiError),
+}
+
+/// What can be wrong with an image itself. Serialized as the API's error code, which is how
+/// a failed result stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageFault {
+    /// Not a JPEG or PNG Rekognition can decode.
+    InvalidImageFormat,
+    /// Stored with a content type other than `image/jpeg` or `image/png`.
+    UnsupportedMediaType,
+    /// Over Rekognition's size limit.
+    ImageTooLarge,
+    /// Refused by Rekognition's parameter checks (e.g. too small to analyse).
+    InvalidParameter,
+}
+
+impl ImageFault {
+    pub const fn code(self) -> &'static str {
+        match self {
+            ImageFault::InvalidImageFormat => "InvalidImageFormat",
+            ImageFault::UnsupportedMediaType => "UnsupportedMediaType",
+            ImageFault::ImageTooLarge => "ImageTooLarge",
+            ImageFault::InvalidParameter => "InvalidParameter",
+        }
+    }
+
+    /// The status `POST /analyze` answers this fault with.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            ImageFault::InvalidImageFormat | ImageFault::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ImageFault::ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ImageFault::InvalidParameter => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn api_error(self, message: impl Into<String>) -> ApiError {
+        ApiError::new(self.status(), self.code(), message)
+    }
+}
 
 /// The 200 response: the seed's fields, extended compatibly.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
     pub faces_detected: usize,
     pub faces: Vec<Face>,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Face {
     pub face_number: usize,
@@ -36,7 +84,7 @@ pub struct Face {
 }
 
 /// Rekognition's BoundingBox, as ratios of the image size, with its PascalCase keys.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct Position {
     pub width: Option<f32>,
@@ -45,31 +93,31 @@ pub struct Position {
     pub top: Option<f32>,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EmotionScore {
     pub emotion: String,
     pub confidence: f64,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AgeRange {
     pub low: Option<i32>,
     pub high: Option<i32>,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Smile {
     pub value: bool,
     pub confidence: Option<f64>,
 }
 
-pub(crate) async fn analyze(deps: &Deps, request: &Request) -> Result<Analysis, ApiError> {
-    check_route(request, &ROUTE_METHOD, ROUTE_PATH)?;
-    let file_key = parse_file_key(request.body())?;
-    check_object(deps, &file_key).await?;
+/// Analyses the image at `file_key` (already checked to be an upload key): HeadObject, then
+/// DetectFaces with every attribute.
+pub async fn analyze(deps: &Deps, file_key: &str) -> Result<Analysis, Failure> {
+    check_object(deps, file_key).await?;
 
     let image =
-        Image::builder().s3_object(S3Object::builder().bucket(&deps.config.bucket).name(&file_key).build()).build();
+        Image::builder().s3_object(S3Object::builder().bucket(&deps.config.bucket).name(file_key).build()).build();
     let output = deps
         .rekognition
         .detect_faces()
@@ -77,7 +125,7 @@ pub(crate) async fn analyze(deps: &Deps, request: &Request) -> Result<Analysis, 
         .attributes(Attribute::All)
         .send()
         .await
-        .map_err(|error| detect_faces_error(&error, &file_key))?;
+        .map_err(|error| detect_faces_error(&error, file_key))?;
     let faces: Vec<Face> =
         output.face_details().iter().enumerate().map(|(index, detail)| face(index + 1, detail)).collect();
     Ok(Analysis { faces_detected: faces.len(), faces })
@@ -85,38 +133,48 @@ pub(crate) async fn analyze(deps: &Deps, request: &Request) -> Result<Analysis, 
 
 /// HeadObject before DetectFaces: a missing, oversized or non-image object gets a precise
 /// answer instead of Rekognition's generic one, and costs no Rekognition call.
-async fn check_object(deps: &Deps, file_key: &str) -> Result<(), ApiError> {
+async fn check_object(deps: &Deps, file_key: &str) -> Result<(), Failure> {
     let head = deps.s3.head_object().bucket(&deps.config.bucket).key(file_key).send().await;
     let head = match head {
         Ok(head) => head,
         Err(SdkError::ServiceError(error)) if is_missing(error.err(), error.raw().status().as_u16()) => {
-            return Err(ApiError::not_found(format!(
+            return Err(Failure::Missing(ApiError::not_found(format!(
                 "no image at fileKey {file_key:?}; upload it first with the URL from GET /upload-url"
-            )));
+            ))));
         }
         Err(error) => {
             tracing::error!(error = %DisplayErrorContext(&error), file_key, "HeadObject failed");
-            return Err(ApiError::upstream());
+            return Err(Failure::Transient(ApiError::upstream()));
         }
     };
     let size = head.content_length().unwrap_or(0);
     if size > MAX_IMAGE_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ImageTooLarge",
+        return Err(Failure::Image(
+            ImageFault::ImageTooLarge,
             format!("the image is {size} bytes; the limit is {MAX_IMAGE_BYTES} bytes (15 MB)"),
         ));
     }
     let content_type = head.content_type().unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !IMAGE_TYPES.iter().any(|allowed| allowed.eq_ignore_ascii_case(essence)) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
+        return Err(Failure::Image(
+            ImageFault::UnsupportedMediaType,
             format!("the image was stored as {content_type:?}; only image/jpeg and image/png can be analyzed"),
         ));
     }
     Ok(())
+}
+
+/// Whether an object exists at `file_key`.
+pub async fn upload_exists(deps: &Deps, file_key: &str) -> Result<bool, ApiError> {
+    match deps.s3.head_object().bucket(&deps.config.bucket).key(file_key).send().await {
+        Ok(_) => Ok(true),
+        Err(SdkError::ServiceError(error)) if is_missing(error.err(), error.raw().status().as_u16()) => Ok(false),
+        Err(error) => {
+            tracing::error!(error = %DisplayErrorContext(&error), file_key, "HeadObject failed");
+            Err(ApiError::upstream())
+        }
+    }
 }
 
 /// A missing object. Without `s3:ListBucket`, which this function deliberately lacks, S3
@@ -126,12 +184,12 @@ fn is_missing(error: &HeadObjectError, status: u16) -> bool {
     matches!(error, HeadObjectError::NotFound(_)) || status == 404 || status == 403
 }
 
-fn detect_faces_error(error: &SdkError<DetectFacesError, HttpResponse>, file_key: &str) -> ApiError {
+fn detect_faces_error(error: &SdkError<DetectFacesError, HttpResponse>, file_key: &str) -> Failure {
     let service_error = match error {
         SdkError::ServiceError(service_error) => service_error.err(),
         _ => {
             tracing::error!(error = %DisplayErrorContext(error), file_key, "DetectFaces call failed");
-            return ApiError::upstream();
+            return Failure::Transient(ApiError::upstream());
         }
     };
     tracing::warn!(
@@ -141,27 +199,26 @@ fn detect_faces_error(error: &SdkError<DetectFacesError, HttpResponse>, file_key
         "DetectFaces refused the image"
     );
     match service_error {
-        DetectFacesError::InvalidImageFormatException(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "InvalidImageFormat",
-            "the image is not a valid JPEG or PNG",
-        ),
+        DetectFacesError::InvalidImageFormatException(_) => {
+            Failure::Image(ImageFault::InvalidImageFormat, "the image is not a valid JPEG or PNG".to_owned())
+        }
         DetectFacesError::ImageTooLargeException(_) => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "ImageTooLarge", "the image is too large for face analysis")
+            Failure::Image(ImageFault::ImageTooLarge, "the image is too large for face analysis".to_owned())
         }
         DetectFacesError::InvalidS3ObjectException(_) => {
-            ApiError::not_found(format!("the image at fileKey {file_key:?} could not be read"))
+            Failure::Missing(ApiError::not_found(format!("the image at fileKey {file_key:?} could not be read")))
         }
-        DetectFacesError::InvalidParameterException(_) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameter",
-            "the image cannot be analyzed: it must be at least 80 pixels on each side",
+        DetectFacesError::InvalidParameterException(_) => Failure::Image(
+            ImageFault::InvalidParameter,
+            "the image cannot be analyzed: it must be at least 80 pixels on each side".to_owned(),
         ),
         DetectFacesError::ThrottlingException(_) | DetectFacesError::ProvisionedThroughputExceededException(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Throttled", "face analysis is busy; retry shortly")
-                .with_retry_after(RETRY_AFTER_SECONDS)
+            Failure::Transient(
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Throttled", "face analysis is busy; retry shortly")
+                    .with_retry_after(RETRY_AFTER_SECONDS),
+            )
         }
-        _ => ApiError::upstream(),
+        _ => Failure::Transient(ApiError::upstream()),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Validation of the `POST /analyze` body: exactly what the upload route hands out.
+//! Validation of what clients send: the `POST /analyze` body and the `GET /analysis/{id}`
+//! id, each exactly what the upload route hands out.
 
 use api_common::ApiError;
 use lambda_http::Body;
@@ -8,7 +9,8 @@ use serde_json::Value;
 pub const MAX_BODY_BYTES: usize = 4096;
 /// The longest `fileKey` accepted before its shape is even looked at.
 pub const MAX_FILE_KEY_LEN: usize = 128;
-const PREFIX: &str = "uploads/";
+/// Where clients upload; the only keys this function analyses.
+pub const UPLOAD_PREFIX: &str = "uploads/";
 const EXTENSIONS: [&str; 2] = ["jpg", "png"];
 
 /// The `fileKey` of a request body, validated to the shape `uploads/<uuid>.<jpg|png>`.
@@ -41,11 +43,28 @@ pub fn parse_file_key(body: &Body) -> Result<String, ApiError> {
             return Err(ApiError::invalid_request(format!("fileKey must be a string, not {}", json_type(other))));
         }
     };
-    check_shape(file_key)?;
+    check_upload_key(file_key)?;
     Ok(file_key.clone())
 }
 
-fn check_shape(file_key: &str) -> Result<(), ApiError> {
+/// The upload key of `GET /analysis/{id}`'s id, `<uuid>.<jpg|png>` as in `fileKey`.
+pub fn parse_result_id(id: &str) -> Result<String, ApiError> {
+    let shape_error = || {
+        ApiError::invalid_request(format!(
+            "the id must be the upload's name as in its fileKey, <uuid>.jpg or <uuid>.png; got {id:?}"
+        ))
+    };
+    if id.is_empty() || id.contains('/') || id.chars().count() > MAX_FILE_KEY_LEN {
+        return Err(shape_error());
+    }
+    let file_key = format!("{UPLOAD_PREFIX}{id}");
+    check_upload_key(&file_key).map_err(|_| shape_error())?;
+    Ok(file_key)
+}
+
+/// Checks that a key is `uploads/<uuid>.<jpg|png>`, the only shape the upload route hands
+/// out (the uuid hyphenated and lowercase).
+pub fn check_upload_key(file_key: &str) -> Result<(), ApiError> {
     let length = file_key.chars().count();
     if length > MAX_FILE_KEY_LEN {
         return Err(ApiError::invalid_request(format!(
@@ -55,8 +74,8 @@ fn check_shape(file_key: &str) -> Result<(), ApiError> {
     if file_key.contains("..") {
         return Err(ApiError::invalid_request("fileKey must not contain '..'"));
     }
-    let Some(name) = file_key.strip_prefix(PREFIX) else {
-        return Err(ApiError::invalid_request(format!("fileKey must start with {PREFIX:?}, got {file_key:?}")));
+    let Some(name) = file_key.strip_prefix(UPLOAD_PREFIX) else {
+        return Err(ApiError::invalid_request(format!("fileKey must start with {UPLOAD_PREFIX:?}, got {file_key:?}")));
     };
     let shape_error = || {
         ApiError::invalid_request(format!(

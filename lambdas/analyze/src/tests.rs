@@ -12,7 +12,12 @@ use serde_json::{json, Value};
 use super::*;
 use aws_sdk_rekognition::operation::detect_faces::DetectFacesError;
 use aws_sdk_rekognition::types::{Attribute, FaceDetail};
+use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::operation::head_object::HeadObjectError;
+use aws_sdk_s3::operation::put_object::PutObjectOutput;
+use aws_sdk_s3::primitives::ByteStream;
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
 
 const EVENT: &str = include_str!("../tests/events/post-analyze.json");
 const BUCKET: &str = "image-analyzer-dev-uploads-123456789012";
@@ -33,8 +38,20 @@ fn sdk_config() -> SdkConfig {
         .build()
 }
 
-/// Dependencies whose S3 and Rekognition clients answer from the given mock rules.
+/// The time results are stamped with in these tests, and its RFC 3339 form.
+const NOW_SECONDS: u64 = 1_796_000_000;
+const ANALYZED_AT: &str = "2026-11-30T00:53:20Z";
+
+/// Dependencies whose S3 and Rekognition clients answer from the given mock rules. Unless a
+/// rule says otherwise, no result is kept and keeping one succeeds.
 fn deps(s3_rules: &[&Rule], rekognition_rules: &[&Rule]) -> Deps {
+    let (absent, keeps) = (no_result(), Puts::default().rule());
+    let s3_rules: Vec<&Rule> = s3_rules.iter().copied().chain([&absent, &keeps]).collect();
+    exact_deps(&s3_rules, rekognition_rules)
+}
+
+/// Dependencies whose clients answer from exactly these rules; any other call fails.
+fn exact_deps(s3_rules: &[&Rule], rekognition_rules: &[&Rule]) -> Deps {
     let interceptor = |rules: &[&Rule]| {
         rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny), |interceptor, rule| {
             interceptor.with_rule(rule)
@@ -48,7 +65,66 @@ fn deps(s3_rules: &[&Rule], rekognition_rules: &[&Rule]) -> Deps {
         s3: aws_sdk_s3::Client::from_conf(s3),
         rekognition: aws_sdk_rekognition::Client::from_conf(rekognition),
         config: Config { bucket: BUCKET.to_owned() },
+        clock: || UNIX_EPOCH + std::time::Duration::from_secs(NOW_SECONDS),
     }
+}
+
+fn is_result_key(key: Option<&str>) -> bool {
+    key.is_some_and(|key| key.starts_with("results/"))
+}
+
+/// GetObject of a result: none kept.
+fn no_result() -> Rule {
+    mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|request| is_result_key(request.key()))
+        .then_error(|| GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build()))
+}
+
+/// GetObject of a result: `document` is kept.
+fn kept(document: Value) -> Rule {
+    mock!(aws_sdk_s3::Client::get_object).match_requests(|request| is_result_key(request.key())).then_output(
+        move || {
+            let bytes = document.to_string().into_bytes();
+            GetObjectOutput::builder().content_length(bytes.len() as i64).body(ByteStream::from(bytes)).build()
+        },
+    )
+}
+
+/// A result written with PutObject: key, `If-None-Match`, and the document.
+type Put = (String, Option<String>, Value);
+
+/// The results written with PutObject.
+#[derive(Clone, Default)]
+struct Puts(Arc<Mutex<Vec<Put>>>);
+
+impl Puts {
+    fn rule(&self) -> Rule {
+        let puts = self.clone();
+        mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(move |request| {
+                let body = request.body().bytes().map(|bytes| serde_json::from_slice(bytes).unwrap());
+                puts.0.lock().unwrap().push((
+                    request.key().unwrap_or_default().to_owned(),
+                    request.if_none_match().map(str::to_owned),
+                    body.unwrap_or(Value::Null),
+                ));
+                is_result_key(request.key())
+            })
+            .then_output(|| PutObjectOutput::builder().build())
+    }
+
+    fn taken(&self) -> Vec<Put> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// `analysis` as kept and answered: with its key, status and time.
+fn done(analysis: Value) -> Value {
+    let mut document = analysis;
+    document["fileKey"] = json!(KEY);
+    document["status"] = json!("done");
+    document["analyzedAt"] = json!(ANALYZED_AT);
+    document
 }
 
 fn head_ok(content_type: &'static str, length: i64) -> Rule {
@@ -120,7 +196,7 @@ async fn expect_error(deps: &Deps, request: Request, status: StatusCode, code: &
 
 /// Requests that never reach AWS: these mocks fail the test if they are called.
 fn no_aws() -> Deps {
-    deps(&[], &[])
+    exact_deps(&[], &[])
 }
 
 #[tokio::test]
@@ -130,7 +206,7 @@ async fn one_face_gives_the_seed_shape_with_the_extensions() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({
+        done(json!({
             "facesDetected": 1,
             "faces": [{
                 "faceNumber": 1,
@@ -145,7 +221,7 @@ async fn one_face_gives_the_seed_shape_with_the_extensions() {
                 "smile": {"value": true, "confidence": 97.46},
                 "confidence": 100.0
             }]
-        })
+        }))
     );
     assert_eq!(head.num_calls(), 1);
     assert_eq!(faces.num_calls(), 1);
@@ -166,7 +242,7 @@ async fn zero_faces_is_a_successful_analysis() {
     let (head, faces) = (head_jpeg(), detect(vec![]));
     let (status, body, _) = call(&deps(&[&head], &[&faces]), event(|_| {})).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"facesDetected": 0, "faces": []}));
+    assert_eq!(body, done(json!({"facesDetected": 0, "faces": []})));
 }
 
 #[tokio::test]
@@ -399,4 +475,296 @@ fn configuration_needs_the_bucket() {
     assert!(error.to_string().contains("UPLOAD_BUCKET"), "{error}");
     let config = Config::from_vars(|name| (name == BUCKET_ENV).then(|| BUCKET.to_owned())).unwrap();
     assert_eq!(config.bucket, BUCKET);
+}
+
+// ---------------------------------------------------------------------------------------
+// Kept results and POST /analyze
+
+#[tokio::test]
+async fn an_analysis_is_kept_at_results_uuid_json_written_only_if_none_is() {
+    let (head, faces, puts) = (head_jpeg(), detect(vec![smiling_face()]), Puts::default());
+    let put = puts.rule();
+    let (status, body, _) = call(&deps(&[&head, &put], &[&faces]), event(|_| {})).await;
+    assert_eq!(status, StatusCode::OK);
+    let taken = puts.taken();
+    assert_eq!(taken.len(), 1);
+    let (key, if_none_match, document) = &taken[0];
+    assert_eq!(key, "results/0f8e1c2a-3b4d-4e5f-8a6b-7c8d9e0f1a2b.json");
+    assert_eq!(if_none_match.as_deref(), Some("*"));
+    assert_eq!(document, &body, "the answer is the kept document");
+    assert_eq!((body["status"].as_str(), body["fileKey"].as_str()), (Some("done"), Some(KEY)));
+}
+
+#[tokio::test]
+async fn a_kept_result_is_answered_without_calling_s3_head_or_rekognition_again() {
+    let document = done(json!({"facesDetected": 0, "faces": []}));
+    let (stored, head, faces, puts) = (kept(document.clone()), head_jpeg(), detect(vec![]), Puts::default());
+    let put = puts.rule();
+    let (status, body, _) = call(&deps(&[&stored, &head, &put], &[&faces]), event(|_| {})).await;
+    assert_eq!((status, body), (StatusCode::OK, document));
+    assert_eq!((head.num_calls(), faces.num_calls(), puts.taken().len()), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_failure_of_the_image_is_kept_and_answered_as_the_same_error_ever_after() {
+    let (head, puts) = (head_jpeg(), Puts::default());
+    let put = puts.rule();
+    let faces = detect_error(|| {
+        DetectFacesError::InvalidImageFormatException(rk_error::InvalidImageFormatException::builder().build())
+    });
+    let first = expect_error(
+        &deps(&[&head, &put], &[&faces]),
+        event(|_| {}),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "InvalidImageFormat",
+    )
+    .await;
+    let (_, _, document) = puts.taken().pop().unwrap();
+    assert_eq!(
+        document,
+        json!({"fileKey": KEY, "analyzedAt": ANALYZED_AT, "status": "failed", "error": "InvalidImageFormat", "message": first})
+    );
+
+    let (stored, faces) = (kept(document), detect(vec![]));
+    let again = expect_error(
+        &deps(&[&stored], &[&faces]),
+        event(|_| {}),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "InvalidImageFormat",
+    )
+    .await;
+    assert_eq!(again, first);
+    assert_eq!(faces.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_upstream_failure_is_not_kept() {
+    let (head, puts) = (head_jpeg(), Puts::default());
+    let put = puts.rule();
+    let faces =
+        detect_error(|| DetectFacesError::ThrottlingException(rk_error::ThrottlingException::builder().build()));
+    expect_error(&deps(&[&head, &put], &[&faces]), event(|_| {}), StatusCode::SERVICE_UNAVAILABLE, "Throttled").await;
+    assert!(puts.taken().is_empty());
+}
+
+#[tokio::test]
+async fn losing_the_race_to_keep_a_result_answers_the_winners() {
+    let winner = done(json!({"facesDetected": 0, "faces": [], "note": "kept first"}));
+    let winner_kept = winner.clone();
+    let reads = mock!(aws_sdk_s3::Client::get_object)
+        .sequence()
+        .error(|| GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build()))
+        .output(move || {
+            let bytes = winner_kept.to_string().into_bytes();
+            GetObjectOutput::builder().content_length(bytes.len() as i64).body(ByteStream::from(bytes)).build()
+        })
+        .build();
+    let refused = mock!(aws_sdk_s3::Client::put_object).sequence().http_status(412, None).build();
+    let (head, faces) = (head_jpeg(), detect(vec![smiling_face()]));
+    let (status, body, _) = call(&deps(&[&reads, &refused, &head], &[&faces]), event(|_| {})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["facesDetected"], 0, "the kept result, not this analysis: {body}");
+}
+
+#[tokio::test]
+async fn an_unreadable_kept_document_is_replaced_by_a_new_analysis() {
+    let (stored, head, faces, puts) = (kept(json!({"status": "bogus"})), head_jpeg(), detect(vec![]), Puts::default());
+    let put = puts.rule();
+    let (status, _, _) = call(&deps(&[&stored, &head, &put], &[&faces]), event(|_| {})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(faces.num_calls(), 1);
+    let (_, if_none_match, _) = puts.taken().pop().unwrap();
+    assert_eq!(if_none_match, None, "an unusable document is overwritten");
+}
+
+// ---------------------------------------------------------------------------------------
+// GET /analysis/{id}
+
+const ID: &str = "0f8e1c2a-3b4d-4e5f-8a6b-7c8d9e0f1a2b.jpg";
+
+fn get_analysis(id: &str) -> Request {
+    let path = format!("/analysis/{id}");
+    event(|event| {
+        event["routeKey"] = json!("GET /analysis/{id}");
+        event["rawPath"] = json!(path);
+        event["requestContext"]["http"]["method"] = json!("GET");
+        event["requestContext"]["http"]["path"] = json!(path);
+        event["requestContext"]["routeKey"] = json!("GET /analysis/{id}");
+        event["pathParameters"] = json!({"id": id});
+        event.as_object_mut().unwrap().remove("body");
+    })
+}
+
+#[tokio::test]
+async fn a_done_result_is_200_with_the_kept_document() {
+    let document = done(json!({"facesDetected": 0, "faces": []}));
+    let stored = kept(document.clone());
+    let (status, body, _) = call(&deps(&[&stored], &[]), get_analysis(ID)).await;
+    assert_eq!((status, body), (StatusCode::OK, document));
+}
+
+#[tokio::test]
+async fn a_failed_result_is_422_with_the_kept_failure() {
+    let document = json!({
+        "fileKey": KEY, "analyzedAt": ANALYZED_AT, "status": "failed",
+        "error": "InvalidImageFormat", "message": "the image is not a valid JPEG or PNG"
+    });
+    let stored = kept(document.clone());
+    let (status, body, _) = call(&deps(&[&stored], &[]), get_analysis(ID)).await;
+    assert_eq!((status, body), (StatusCode::UNPROCESSABLE_ENTITY, document));
+}
+
+#[tokio::test]
+async fn an_upload_without_a_result_is_202_pending() {
+    let head = head_jpeg();
+    let (status, body, _) = call(&deps(&[&head], &[]), get_analysis(ID)).await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"status": "pending"})));
+}
+
+#[tokio::test]
+async fn an_id_without_an_upload_is_404() {
+    let head = mock!(aws_sdk_s3::Client::head_object)
+        .then_error(|| HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build()));
+    let message = expect_error(&deps(&[&head], &[]), get_analysis(ID), StatusCode::NOT_FOUND, "NotFound").await;
+    assert!(message.contains(ID), "{message}");
+}
+
+#[tokio::test]
+async fn ids_that_are_not_an_uploads_name_are_400_without_any_aws_call() {
+    let upper = ID.to_uppercase();
+    for id in [
+        "x",
+        "0f8e1c2a-3b4d-4e5f-8a6b-7c8d9e0f1a2b",
+        "0f8e1c2a-3b4d-4e5f-8a6b-7c8d9e0f1a2b.gif",
+        &upper,
+        "..%2F.jpg",
+        "",
+    ] {
+        let message = expect_error(&no_aws(), get_analysis(id), StatusCode::BAD_REQUEST, "InvalidRequest").await;
+        assert!(message.contains("<uuid>.jpg"), "{id}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn analysis_results_are_read_with_get_only() {
+    let request = get_analysis(ID);
+    let (mut parts, body) = request.into_parts();
+    parts.method = Method::POST;
+    let request = Request::from_parts(parts, body);
+    expect_error(&no_aws(), request, StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// S3 notifications
+
+const S3_EVENT: &str = include_str!("../tests/events/s3-object-created.json");
+
+/// The fixture notification, edited, as the handler receives it (pass-through).
+fn notification(edit: impl FnOnce(&mut Value)) -> Request {
+    let mut value: Value = serde_json::from_str(S3_EVENT).unwrap();
+    edit(&mut value);
+    lambda_http::request::from_str(&value.to_string()).unwrap()
+}
+
+async fn notify(deps: &Deps, request: Request) -> Result<Value, String> {
+    match handle(deps, request).await {
+        Ok(response) => {
+            let Body::Text(text) = response.body() else { panic!("expected a JSON summary") };
+            Ok(serde_json::from_str(text).unwrap())
+        }
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+#[test]
+fn keys_are_decoded_as_s3_encodes_them_in_notifications() {
+    assert_eq!(events::decode_key("uploads/a+b%2Bc%C3%A9.jpg").as_deref(), Some("uploads/a b+cé.jpg"));
+    assert_eq!(events::decode_key(KEY).as_deref(), Some(KEY));
+    assert_eq!(events::decode_key("uploads/%FF.jpg"), None, "not UTF-8");
+}
+
+#[tokio::test]
+async fn an_upload_notification_is_analysed_and_its_result_kept() {
+    let (head, faces, puts) = (head_jpeg(), detect(vec![smiling_face()]), Puts::default());
+    let put = puts.rule();
+    let summary = notify(&deps(&[&head, &put], &[&faces]), notification(|_| {})).await.unwrap();
+    assert_eq!(summary, json!({"analyzed": 1, "alreadyAnalyzed": 0, "ignored": 0, "toRetry": 0}));
+    let (key, _, document) = puts.taken().pop().unwrap();
+    assert_eq!(key, "results/0f8e1c2a-3b4d-4e5f-8a6b-7c8d9e0f1a2b.json");
+    assert_eq!((document["status"].as_str(), document["facesDetected"].as_u64()), (Some("done"), Some(1)));
+}
+
+#[tokio::test]
+async fn an_encoded_key_is_decoded_before_it_is_checked() {
+    let encoded = KEY.replace('-', "%2D");
+    let (head, faces) = (head_jpeg(), detect(vec![]));
+    let request = notification(|event| event["Records"][0]["s3"]["object"]["key"] = json!(encoded));
+    let summary = notify(&deps(&[&head], &[&faces]), request).await.unwrap();
+    assert_eq!(summary["analyzed"], 1, "{summary}");
+    assert_eq!(head.num_calls(), 1, "HeadObject on the decoded key");
+}
+
+#[tokio::test]
+async fn a_duplicate_notification_changes_nothing_and_calls_rekognition_never() {
+    let (stored, faces, puts) = (kept(done(json!({"facesDetected": 0, "faces": []}))), detect(vec![]), Puts::default());
+    let put = puts.rule();
+    let summary = notify(&deps(&[&stored, &put], &[&faces]), notification(|_| {})).await.unwrap();
+    assert_eq!(summary["alreadyAnalyzed"], 1, "{summary}");
+    assert_eq!((faces.num_calls(), puts.taken().len()), (0, 0));
+}
+
+#[tokio::test]
+async fn records_that_are_not_uploads_of_this_bucket_are_ignored_without_any_aws_call() {
+    let edits: [(&str, Value); 6] = [
+        ("/s3/object/key", json!("uploads/cat.jpg")),
+        ("/s3/object/key", json!("results/0f8e1c2a-3b4d-4e5f-8a6b-7c8d9e0f1a2b.json")),
+        ("/s3/object/key", json!("uploads/0f8e1c2a-3b4d-4e5f-8a6b-7c8d9e0f1a2b.jpg+")),
+        ("/s3/bucket/name", json!("someone-elses-bucket")),
+        ("/eventName", json!("ObjectRemoved:Delete")),
+        ("/eventSource", json!("aws:sqs")),
+    ];
+    for (pointer, value) in edits {
+        let request = notification(|event| *event["Records"][0].pointer_mut(pointer).unwrap() = value.clone());
+        let summary = notify(&no_aws(), request).await.unwrap();
+        assert_eq!(summary["ignored"], 1, "{pointer} = {value}: {summary}");
+    }
+}
+
+#[tokio::test]
+async fn a_failure_of_the_image_is_kept_and_not_retried() {
+    let (head, puts) = (head_jpeg(), Puts::default());
+    let put = puts.rule();
+    let faces = detect_error(|| {
+        DetectFacesError::InvalidImageFormatException(rk_error::InvalidImageFormatException::builder().build())
+    });
+    let summary = notify(&deps(&[&head, &put], &[&faces]), notification(|_| {})).await.unwrap();
+    assert_eq!(summary["analyzed"], 1, "{summary}");
+    let (_, _, document) = puts.taken().pop().unwrap();
+    assert_eq!((document["status"].as_str(), document["error"].as_str()), (Some("failed"), Some("InvalidImageFormat")));
+}
+
+#[tokio::test]
+async fn an_upstream_failure_fails_the_invocation_so_lambda_retries_it() {
+    let (head, puts) = (head_jpeg(), Puts::default());
+    let put = puts.rule();
+    let faces =
+        detect_error(|| DetectFacesError::ThrottlingException(rk_error::ThrottlingException::builder().build()));
+    let error = notify(&deps(&[&head, &put], &[&faces]), notification(|_| {})).await.unwrap_err();
+    assert!(error.contains("retry"), "{error}");
+    assert!(puts.taken().is_empty());
+}
+
+#[tokio::test]
+async fn an_object_gone_before_its_analysis_is_ignored() {
+    let head = mock!(aws_sdk_s3::Client::head_object)
+        .then_error(|| HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build()));
+    let summary = notify(&deps(&[&head], &[]), notification(|_| {})).await.unwrap();
+    assert_eq!(summary["ignored"], 1, "{summary}");
+}
+
+#[tokio::test]
+async fn an_event_that_is_neither_http_nor_s3_is_an_error_that_says_what_was_expected() {
+    let request = lambda_http::request::from_str(r#"{"hello": "world"}"#).unwrap();
+    let error = notify(&no_aws(), request).await.unwrap_err();
+    assert!(error.contains("S3 notification"), "{error}");
 }

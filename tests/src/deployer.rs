@@ -30,7 +30,7 @@ pub const UPLOAD_BUCKET: &str = "image-analyzer-local-uploads-123456789012";
 pub const FUNCTIONS: [&str; 2] = ["upload-url", "analyze"];
 /// bucket, API, stage, and per function: role, log group, function, integration, route,
 /// permission.
-pub const STACK_SIZE: usize = 17;
+pub const STACK_SIZE: usize = 19;
 
 // ---------------------------------------------------------------------------------------
 // Synthetic builds
@@ -412,9 +412,9 @@ pub async fn assert_converged(aws: &Aws) {
         ("alias", 2),
         ("http_api", 1),
         ("integration", 2),
-        ("route", 2),
+        ("route", 3),
         ("stage", 1),
-        ("permission", 2),
+        ("permission", 3),
     ] {
         assert_eq!(inventory.of_kind(kind).len(), expected, "{expected} {kind} in the emulator: {:?}", inventory.items);
     }

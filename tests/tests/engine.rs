@@ -82,12 +82,13 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
         .iter()
         .filter(|rule| rule.expiration().and_then(|expiration| expiration.days()).is_some())
         .collect();
-    assert_eq!(expiring.len(), 1, "one expiring rule: {:?}", lifecycle.rules());
-    let rule = expiring[0];
-    assert_eq!(rule.status(), &aws_sdk_s3::types::ExpirationStatus::Enabled);
-    assert_eq!(rule.expiration().unwrap().days(), Some(1), "uploads_expire_after_days of local.yaml");
-    let prefix = rule.filter().and_then(|filter| filter.prefix());
-    assert_eq!(prefix, Some("uploads/"), "the expiry applies to uploads/ only: {rule:?}");
+    assert_eq!(expiring.len(), 2, "two expiring rules: {:?}", lifecycle.rules());
+    for (rule, expected) in expiring.iter().zip(["results/", "uploads/"]) {
+        assert_eq!(rule.status(), &aws_sdk_s3::types::ExpirationStatus::Enabled);
+        assert_eq!(rule.expiration().unwrap().days(), Some(1), "uploads_expire_after_days of local.yaml");
+        let prefix = rule.filter().and_then(|filter| filter.prefix());
+        assert_eq!(prefix, Some(expected), "the expiry applies to uploads/ and results/ only: {rule:?}");
+    }
     let cors = aws.s3.get_bucket_cors().bucket(UPLOAD_BUCKET).send().await.expect("GetBucketCors");
     assert_eq!(cors.cors_rules().len(), 1, "{cors:?}");
     let cors_rule = &cors.cors_rules()[0];
@@ -96,13 +97,16 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
 
     // The roles: Lambda may assume them; each grants exactly its function's needs.
     let bucket_objects = format!("arn:aws:s3:::{UPLOAD_BUCKET}/uploads/*");
+    let results = format!("arn:aws:s3:::{UPLOAD_BUCKET}/results/*");
     for (function, expected) in [
         ("upload-url", vec![("s3:PutObject".to_owned(), bucket_objects.clone())]),
         (
             "analyze",
             vec![
                 ("rekognition:DetectFaces".to_owned(), "*".to_owned()),
+                ("s3:GetObject".to_owned(), results.clone()),
                 ("s3:GetObject".to_owned(), bucket_objects.clone()),
+                ("s3:PutObject".to_owned(), results.clone()),
             ],
         ),
     ] {
@@ -192,18 +196,21 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
             config.environment().and_then(|environment| environment.variables()).expect("environment variables");
         assert_eq!(variables.get("UPLOAD_BUCKET").map(String::as_str), Some(UPLOAD_BUCKET));
 
-        // Its invoke permission, on the `live` alias, names this API and its route.
+        // Its invoke permissions, on the `live` alias, one per route, each naming this API and
+        // the route.
         let statements = aws.permission_statements(&name, Some("live")).await;
-        assert_eq!(statements.len(), 1, "{statements:?}");
-        let statement = &statements[0];
-        let route = if function == "analyze" { "POST/analyze" } else { "GET/upload-url" };
-        assert_eq!(statement["Principal"]["Service"], "apigateway.amazonaws.com", "{statement}");
-        assert_eq!(statement["Action"], "lambda:InvokeFunction", "{statement}");
-        assert_eq!(
-            statement["Condition"]["ArnLike"]["AWS:SourceArn"],
-            format!("arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/*/{route}"),
-            "the source ARN names the API and the route: {statement}"
-        );
+        let routes: &[&str] =
+            if function == "analyze" { &["POST/analyze", "GET/analysis/*"] } else { &["GET/upload-url"] };
+        assert_eq!(statements.len(), routes.len(), "{statements:?}");
+        for route in routes {
+            let source_arn = format!("arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/*/{route}");
+            let statement = statements
+                .iter()
+                .find(|statement| statement["Condition"]["ArnLike"]["AWS:SourceArn"] == source_arn.as_str())
+                .unwrap_or_else(|| panic!("a statement for {source_arn}: {statements:?}"));
+            assert_eq!(statement["Principal"]["Service"], "apigateway.amazonaws.com", "{statement}");
+            assert_eq!(statement["Action"], "lambda:InvokeFunction", "{statement}");
+        }
     }
 
     // The API: Lambda proxy integrations with payload 2.0, the two routes, $default auto-deploying.
@@ -229,6 +236,7 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
     assert_eq!(
         routes,
         BTreeMap::from([
+            ("GET /analysis/{id}".to_owned(), Some(format!("integrations/{}", integration_of["analyze"]))),
             ("GET /upload-url".to_owned(), Some(format!("integrations/{}", integration_of["upload-url"]))),
             ("POST /analyze".to_owned(), Some(format!("integrations/{}", integration_of["analyze"]))),
         ]),

@@ -69,6 +69,7 @@ fn bucket_inputs(name: &str) -> Inputs {
         "policy": xtask::aws::tls_only_policy("aws", name),
         "cors_allowed_origins": ["https://app.example.com"],
         "uploads_expire_after_days": 7,
+        "expire_prefixes": ["results/", "uploads/"],
         "tags": {"project": "image-analyzer", "environment": "test"},
     }))
 }
@@ -113,15 +114,18 @@ async fn bucket_lifecycle() {
     assert_eq!(cors.max_age_seconds(), Some(3000));
     let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(name).send().await.unwrap();
     let rules = lifecycle.rules();
-    assert_eq!(rules.len(), 2);
-    assert_eq!(rules[0].filter().and_then(|f| f.prefix()), Some("uploads/"));
-    assert_eq!(rules[0].expiration().and_then(|e| e.days()), Some(7));
-    assert_eq!(rules[1].abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation()), Some(1));
+    assert_eq!(rules.len(), 3);
+    for (rule, prefix) in rules.iter().zip(["results/", "uploads/"]) {
+        assert_eq!(rule.filter().and_then(|f| f.prefix()), Some(prefix));
+        assert_eq!(rule.expiration().and_then(|e| e.days()), Some(7));
+    }
+    assert_eq!(rules[2].abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation()), Some(1));
 
     let state = recorded(Kind::Bucket, name, &created, &inputs);
     let state = update(&p, &state, "uploads_expire_after_days", json!(3)).await;
     let lifecycle = s3.get_bucket_lifecycle_configuration().bucket(name).send().await.unwrap();
     assert_eq!(lifecycle.rules()[0].expiration().and_then(|e| e.days()), Some(3));
+    assert_eq!(lifecycle.rules()[1].expiration().and_then(|e| e.days()), Some(3));
     let state = update(&p, &state, "tags", json!({"project": "image-analyzer"})).await;
     let tagging = s3.get_bucket_tagging().bucket(name).send().await.unwrap();
     let tags: Vec<(&str, &str)> = tagging.tag_set().iter().map(|t| (t.key(), t.value())).collect();

@@ -10,8 +10,8 @@ use std::fmt;
 pub struct Function {
     /// Package name = binary name = function key in the manifest.
     pub name: &'static str,
-    /// The API route that invokes it.
-    pub route: Route,
+    /// The API routes that invoke it.
+    pub routes: &'static [Route],
     /// What it may do; its IAM policy grants exactly these.
     pub capabilities: &'static [Capability],
     /// The environment variables it reads, derived from the environment's configuration.
@@ -21,10 +21,28 @@ pub struct Function {
     pub default_timeout_seconds: u32,
 }
 
+/// An API route. Its `name` names its resources (`route.<name>`, `permission.<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
+    pub name: &'static str,
     pub method: Method,
     pub path: &'static str,
+}
+
+impl Route {
+    /// API Gateway's route key, e.g. `GET /analysis/{id}`.
+    pub fn key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// The route's resource path in an `execute-api` ARN: each `{variable}` is `*`.
+    pub fn arn_path(&self) -> String {
+        self.path
+            .split('/')
+            .map(|segment| if segment.starts_with('{') && segment.ends_with('}') { "*" } else { segment })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,6 +67,8 @@ pub enum Capability {
     PutUploads,
     /// `s3:GetObject` under `uploads/` (HeadObject needs it too).
     GetUploads,
+    /// `s3:GetObject` and `s3:PutObject` under `results/`: reading and keeping analyses.
+    StoreResults,
     /// `rekognition:DetectFaces`.
     DetectFaces,
 }
@@ -65,7 +85,7 @@ pub enum Setting {
 pub const FUNCTIONS: &[Function] = &[
     Function {
         name: "upload-url",
-        route: Route { method: Method::Get, path: "/upload-url" },
+        routes: &[Route { name: "upload-url", method: Method::Get, path: "/upload-url" }],
         capabilities: &[Capability::PutUploads],
         settings: &[Setting::UploadBucket, Setting::UploadUrlExpiry],
         default_memory_mb: 128,
@@ -73,11 +93,36 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "analyze",
-        route: Route { method: Method::Post, path: "/analyze" },
-        capabilities: &[Capability::GetUploads, Capability::DetectFaces],
+        // One function for every way an image is analysed (see lambdas/analyze).
+        routes: &[
+            Route { name: "analyze", method: Method::Post, path: "/analyze" },
+            Route { name: "analysis", method: Method::Get, path: "/analysis/{id}" },
+        ],
+        capabilities: &[Capability::GetUploads, Capability::StoreResults, Capability::DetectFaces],
         settings: &[Setting::UploadBucket],
         default_memory_mb: 256,
         // Lambda's own default of 3 s is too tight for DetectFaces.
         default_timeout_seconds: 10,
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_variables_become_wildcards_in_execute_api_arns() {
+        let route = Route { name: "analysis", method: Method::Get, path: "/analysis/{id}" };
+        assert_eq!(route.key(), "GET /analysis/{id}");
+        assert_eq!(route.arn_path(), "/analysis/*");
+    }
+
+    #[test]
+    fn route_names_are_unique() {
+        let mut names: Vec<&str> = FUNCTIONS.iter().flat_map(|f| f.routes.iter().map(|r| r.name)).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "two routes share a name: their resources would collide");
+    }
+}

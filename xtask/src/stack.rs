@@ -17,11 +17,14 @@ use serde_json::{json, Value};
 
 use crate::config::Environment;
 use crate::engine::resource::{Kind, Reference, Resource};
-use crate::functions::{Capability, Function, Setting, FUNCTIONS};
+use crate::functions::{Capability, Function, Route, Setting, FUNCTIONS};
 use crate::manifest::Manifest;
 
-/// The prefix clients upload under; the only part of the bucket the functions may touch.
+/// The prefix clients upload under.
 pub const UPLOAD_PREFIX: &str = "uploads/";
+/// The prefix analysis results are kept under. With [`UPLOAD_PREFIX`], the only parts of the
+/// bucket the functions may touch.
+pub const RESULTS_PREFIX: &str = "results/";
 /// The alias the API invokes.
 pub const LIVE_ALIAS: &str = "live";
 
@@ -75,8 +78,10 @@ pub fn resources(cx: &Context<'_>) -> Result<Vec<Resource>, StackError> {
         resources.push(lambda(cx, function)?);
         resources.push(alias(function));
         resources.push(integration(cx, function));
-        resources.push(route(function));
-        resources.push(permission(cx, function));
+        for route in function.routes {
+            resources.push(api_route(function, route));
+            resources.push(permission(cx, function, route));
+        }
     }
     Ok(resources)
 }
@@ -86,6 +91,8 @@ fn bucket(cx: &Context<'_>) -> Resource {
         .input("name", cx.bucket_name())
         .input("cors_allowed_origins", json!(cx.env.cors_allowed_origins))
         .input("uploads_expire_after_days", cx.env.uploads_expire_after_days)
+        // Results go with the uploads they describe.
+        .input("expire_prefixes", json!([RESULTS_PREFIX, UPLOAD_PREFIX]))
         .input("tags", cx.tags("bucket.uploads"));
     // TLS only, except behind a plain-HTTP emulator endpoint, where no request could comply.
     if cx.tls {
@@ -122,6 +129,7 @@ pub fn assume_role_policy() -> Value {
 /// to its own log group. Statements are sorted so the document is canonical.
 pub fn policy(cx: &Context<'_>, function: &Function) -> Value {
     let objects = format!("arn:{}:s3:::{}/{UPLOAD_PREFIX}*", cx.partition(), cx.bucket_name());
+    let results = format!("arn:{}:s3:::{}/{RESULTS_PREFIX}*", cx.partition(), cx.bucket_name());
     let log_group = format!(
         "arn:{}:logs:{}:{}:log-group:{}:*",
         cx.partition(),
@@ -150,6 +158,12 @@ pub fn policy(cx: &Context<'_>, function: &Function) -> Value {
                 "Resource": objects,
             }),
             // DetectFaces has no resource-level permissions: `*` is the one wildcard.
+            Capability::StoreResults => json!({
+                "Sid": "StoreResults",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": results,
+            }),
             Capability::DetectFaces => json!({
                 "Sid": "DetectFaces",
                 "Effect": "Allow",
@@ -246,26 +260,27 @@ fn integration(cx: &Context<'_>, function: &Function) -> Resource {
         .input("payload_format_version", "2.0")
 }
 
-fn route(function: &Function) -> Resource {
-    let route_key = format!("{} {}", function.route.method, function.route.path);
-    Resource::new(format!("route.{}", function.name), Kind::Route, route_key.as_str())
+fn api_route(function: &Function, route: &Route) -> Resource {
+    let route_key = route.key();
+    Resource::new(format!("route.{}", route.name), Kind::Route, route_key.as_str())
         .input("api_id", Reference::to("api", "id"))
         .input("route_key", route_key.as_str())
         .input("target", format!("integrations/{}", Reference::to(&format!("integration.{}", function.name), "id")))
 }
 
-fn permission(cx: &Context<'_>, function: &Function) -> Resource {
-    let statement_id = format!("apigateway-{}-{}", function.route.method, function.name);
+/// API Gateway may invoke the function's alias for this route, and for nothing else.
+fn permission(cx: &Context<'_>, function: &Function, route: &Route) -> Resource {
+    let statement_id = format!("apigateway-{}-{}", route.method, route.name);
     let source_arn = format!(
         "arn:{}:execute-api:{}:{}:{}/*/{}{}",
         cx.partition(),
         cx.env.region,
         cx.account_id,
         Reference::to("api", "id"),
-        function.route.method,
-        function.route.path
+        route.method,
+        route.arn_path()
     );
-    Resource::new(format!("permission.{}", function.name), Kind::Permission, statement_id.as_str())
+    Resource::new(format!("permission.{}", route.name), Kind::Permission, statement_id.as_str())
         .input("function_name", Reference::to(&format!("function.{}", function.name), "name"))
         .input("qualifier", Reference::to(&format!("alias.{}", function.name), "name"))
         .input("statement_id", statement_id.as_str())

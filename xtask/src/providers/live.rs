@@ -68,17 +68,28 @@ async fn bucket(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<Option<I
         Err(error) => return Err(spec.api("GetBucketCors", error)),
     };
     live.insert("cors_allowed_origins".to_owned(), json!(origins));
-    let days = match s3.get_bucket_lifecycle_configuration().bucket(name).send().await {
-        Ok(lifecycle) => lifecycle
-            .rules()
-            .iter()
-            .find(|rule| rule.id() == Some("expire-uploads"))
-            .and_then(|rule| rule.expiration())
-            .and_then(|expiration| expiration.days())
-            .map_or(Value::Null, |days| json!(days)),
-        Err(error) if is(&error, &["NoSuchLifecycleConfiguration"]) => Value::Null,
+    let rules = match s3.get_bucket_lifecycle_configuration().bucket(name).send().await {
+        Ok(lifecycle) => lifecycle.rules().to_vec(),
+        Err(error) if is(&error, &["NoSuchLifecycleConfiguration"]) => Vec::new(),
         Err(error) => return Err(spec.api("GetBucketLifecycleConfiguration", error)),
     };
+    // The expiry rules this tool writes: one per prefix, named after it, all with one age.
+    let expiring: Vec<(&str, Option<i32>)> = rules
+        .iter()
+        .filter_map(|rule| {
+            let prefix = rule.filter().and_then(|filter| filter.prefix())?;
+            let days = rule.expiration().and_then(|expiration| expiration.days());
+            (rule.id() == Some(super::s3::expire_rule_id(prefix).as_str()) && days.is_some()).then_some((prefix, days))
+        })
+        .collect();
+    let days = expiring
+        .iter()
+        .find(|(prefix, _)| *prefix == crate::stack::UPLOAD_PREFIX)
+        .and_then(|(_, days)| *days)
+        .map_or(Value::Null, |days| json!(days));
+    let mut prefixes: Vec<&str> = expiring.iter().map(|(prefix, _)| *prefix).collect();
+    prefixes.sort_unstable();
+    live.insert("expire_prefixes".to_owned(), json!(prefixes));
     live.insert("uploads_expire_after_days".to_owned(), days);
     let tag_set = match s3.get_bucket_tagging().bucket(name).send().await {
         Ok(tagging) => tags(tagging.tag_set().iter().map(|tag| (&tag.key, &tag.value))),

@@ -2,8 +2,8 @@
 //!
 //! A bucket is created private (all four public access blocks), encrypted (SSE-S3), reachable
 //! only over TLS (a bucket policy denying `aws:SecureTransport = false`), with CORS for
-//! browser uploads, a lifecycle that expires `uploads/` and aborts stale multipart uploads,
-//! and tags. Deleting it empties it first, every object version and delete marker included.
+//! browser uploads, a lifecycle that expires the `expire_prefixes` (uploads and their
+//! results) after `uploads_expire_after_days` and aborts stale multipart uploads, and tags. Deleting it empties it first, every object version and delete marker included.
 
 use serde_json::json;
 
@@ -20,8 +20,6 @@ use super::{AwsProvider, Change, Spec};
 use crate::engine::provider::{Created, ProviderError};
 use crate::engine::resource::Outputs;
 
-/// The prefix the application uploads to, which the lifecycle rule expires.
-pub const UPLOADS_PREFIX: &str = "uploads/";
 /// Incomplete multipart uploads are aborted after this many days.
 pub const ABORT_MULTIPART_AFTER_DAYS: i32 = 1;
 /// How long browsers may cache a CORS preflight answer.
@@ -53,7 +51,7 @@ pub(super) async fn update(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>
     if change.any(&["cors_allowed_origins"]) {
         put_cors(p, spec, name).await?;
     }
-    if change.any(&["uploads_expire_after_days"]) {
+    if change.any(&["uploads_expire_after_days", "expire_prefixes"]) {
         put_lifecycle(p, spec, name).await?;
     }
     if change.any(&["tags"]) {
@@ -202,12 +200,19 @@ async fn put_lifecycle(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(
     if days < 1 {
         return Err(spec.invalid("uploads_expire_after_days", format!("must be at least 1, got {days}")));
     }
-    let expire = LifecycleRule::builder()
-        .id("expire-uploads")
-        .filter(LifecycleRuleFilter::builder().prefix(UPLOADS_PREFIX).build())
-        .status(ExpirationStatus::Enabled)
-        .expiration(LifecycleExpiration::builder().days(days).build())
-        .build();
+    let mut rules = Vec::new();
+    for prefix in spec.strings("expire_prefixes")? {
+        if prefix.is_empty() {
+            return Err(spec.invalid("expire_prefixes", "a prefix must not be empty (that would expire everything)"));
+        }
+        let expire = LifecycleRule::builder()
+            .id(expire_rule_id(&prefix))
+            .filter(LifecycleRuleFilter::builder().prefix(&prefix).build())
+            .status(ExpirationStatus::Enabled)
+            .expiration(LifecycleExpiration::builder().days(days).build())
+            .build();
+        rules.push(spec.built(OPERATION, expire)?);
+    }
     let abort = LifecycleRule::builder()
         .id("abort-incomplete-multipart-uploads")
         .filter(LifecycleRuleFilter::builder().prefix("").build())
@@ -218,10 +223,7 @@ async fn put_lifecycle(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(
         .build();
     let configuration = spec.built(
         OPERATION,
-        BucketLifecycleConfiguration::builder()
-            .rules(spec.built(OPERATION, expire)?)
-            .rules(spec.built(OPERATION, abort)?)
-            .build(),
+        BucketLifecycleConfiguration::builder().set_rules(Some(rules)).rules(spec.built(OPERATION, abort)?).build(),
     )?;
     p.clients
         .s3
@@ -232,6 +234,11 @@ async fn put_lifecycle(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(
         .await
         .map_err(|error| spec.api(OPERATION, error))?;
     Ok(())
+}
+
+/// The id of the rule that expires `prefix`: `expire-uploads` for `uploads/`.
+pub fn expire_rule_id(prefix: &str) -> String {
+    format!("expire-{}", prefix.trim_end_matches('/'))
 }
 
 /// PutBucketTagging replaces the whole set; an empty set is DeleteBucketTagging.

@@ -56,10 +56,12 @@ fn every_function_gets_a_role_log_group_function_alias_integration_route_and_per
             "integration.upload-url",
             "logs.analyze",
             "logs.upload-url",
+            "permission.analysis",
             "permission.analyze",
             "permission.upload-url",
             "role.analyze",
             "role.upload-url",
+            "route.analysis",
             "route.analyze",
             "route.upload-url",
             "stage",
@@ -94,7 +96,7 @@ fn upload_url_may_only_put_uploads_and_write_its_own_logs() {
 }
 
 #[test]
-fn analyze_may_only_get_uploads_detect_faces_and_write_its_own_logs() {
+fn analyze_may_only_get_uploads_keep_results_detect_faces_and_write_its_own_logs() {
     let resources = stack_of(&dev());
     assert_eq!(
         resource(&resources, "role.analyze").inputs["policy"],
@@ -104,6 +106,8 @@ fn analyze_may_only_get_uploads_detect_faces_and_write_its_own_logs() {
                 {"Sid": "DetectFaces", "Effect": "Allow", "Action": ["rekognition:DetectFaces"], "Resource": "*"},
                 {"Sid": "GetUploads", "Effect": "Allow", "Action": ["s3:GetObject"],
                  "Resource": "arn:aws:s3:::image-analyzer-dev-uploads-123456789012/uploads/*"},
+                {"Sid": "StoreResults", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+                 "Resource": "arn:aws:s3:::image-analyzer-dev-uploads-123456789012/results/*"},
                 {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/image-analyzer-dev-analyze:*"}
             ]
@@ -118,6 +122,25 @@ fn invoke_permission_is_scoped_to_this_api_and_route() {
     let permission = resource(&resources, "permission.analyze");
     assert_eq!(permission.inputs["principal"], "apigateway.amazonaws.com");
     assert_eq!(permission.inputs["source_arn"], "arn:aws:execute-api:eu-west-1:123456789012:${api.id}/*/POST/analyze");
+    let results = resource(&resources, "permission.analysis");
+    assert_eq!(results.inputs["statement_id"], "apigateway-GET-analysis");
+    assert_eq!(results.inputs["qualifier"], "${alias.analyze.name}");
+    assert_eq!(results.inputs["source_arn"], "arn:aws:execute-api:eu-west-1:123456789012:${api.id}/*/GET/analysis/*");
+}
+
+#[test]
+fn both_routes_of_analyze_target_its_one_integration() {
+    let resources = stack_of(&dev());
+    assert_eq!(resource(&resources, "route.analysis").inputs["route_key"], "GET /analysis/{id}");
+    for route in ["route.analyze", "route.analysis"] {
+        assert_eq!(resource(&resources, route).inputs["target"], "integrations/${integration.analyze.id}");
+    }
+}
+
+#[test]
+fn results_expire_with_the_uploads_they_describe() {
+    let resources = stack_of(&dev());
+    assert_eq!(resource(&resources, "bucket.uploads").inputs["expire_prefixes"], json!(["results/", "uploads/"]));
 }
 
 #[test]

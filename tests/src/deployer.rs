@@ -30,7 +30,7 @@ pub const UPLOAD_BUCKET: &str = "image-analyzer-local-uploads-123456789012";
 pub const FUNCTIONS: [&str; 2] = ["upload-url", "analyze"];
 /// bucket, API, stage, and per function: role, log group, function, integration, route,
 /// permission.
-pub const STACK_SIZE: usize = 19;
+pub const STACK_SIZE: usize = 22;
 
 // ---------------------------------------------------------------------------------------
 // Synthetic builds
@@ -128,6 +128,15 @@ impl Run {
     pub fn stack_mutations(&self) -> BTreeMap<String, u64> {
         self.mutations().into_iter().filter(|(call, _)| !call.starts_with("S3:")).collect()
     }
+}
+
+/// Whether a logged call (`Service:Operation`) creates a resource of the stack: a Create*,
+/// AddPermission for a permission, or the Put that makes an invoke configuration or a bucket
+/// notification.
+pub fn is_create_call(call: &str) -> bool {
+    [":Create", ":AddPermission", ":PutFunctionEventInvokeConfig", ":PutBucketNotificationConfiguration"]
+        .iter()
+        .any(|create| call.contains(create))
 }
 
 /// Whether an AWS operation changes anything. Everything else is a read (Get, Head, List,
@@ -275,6 +284,19 @@ impl Aws {
         for bucket in self.bucket_names().await {
             if bucket != self.state_bucket {
                 items.push(format!("bucket:{bucket}"));
+                // moto answers a bucket without a configuration with a document the SDK
+                // cannot parse (status 200): that means none.
+                let notifies = match self.s3.get_bucket_notification_configuration().bucket(&bucket).send().await {
+                    Ok(notification) => !notification.lambda_function_configurations().is_empty(),
+                    Err(error) if error.raw_response().is_some_and(|raw| raw.status().as_u16() == 200) => false,
+                    Err(error) => panic!(
+                        "GetBucketNotificationConfiguration {bucket}: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(&error)
+                    ),
+                };
+                if notifies {
+                    items.push(format!("bucket_notification:{bucket}"));
+                }
             }
         }
         let roles = self.iam.list_roles().send().await.expect("ListRoles");
@@ -295,6 +317,16 @@ impl Aws {
                 let alias = alias.name().unwrap_or_default();
                 items.push(format!("alias:{name}/{alias}"));
                 qualifiers.push(Some(alias.to_owned()));
+                let config =
+                    self.lambda.get_function_event_invoke_config().function_name(name).qualifier(alias).send().await;
+                match config {
+                    Ok(_) => items.push(format!("event_invoke_config:{name}:{alias}")),
+                    Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {}
+                    Err(error) => panic!(
+                        "GetFunctionEventInvokeConfig {name}:{alias}: {}",
+                        aws_sdk_lambda::error::DisplayErrorContext(&error)
+                    ),
+                }
             }
             // A statement id is unique within a function's policy; the policy of the
             // function and of its aliases are read, each statement listed once.
@@ -414,7 +446,9 @@ pub async fn assert_converged(aws: &Aws) {
         ("integration", 2),
         ("route", 3),
         ("stage", 1),
-        ("permission", 3),
+        ("permission", 4),
+        ("event_invoke_config", 1),
+        ("bucket_notification", 1),
     ] {
         assert_eq!(inventory.of_kind(kind).len(), expected, "{expected} {kind} in the emulator: {:?}", inventory.items);
     }

@@ -201,7 +201,8 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
         let statements = aws.permission_statements(&name, Some("live")).await;
         let routes: &[&str] =
             if function == "analyze" { &["POST/analyze", "GET/analysis/*"] } else { &["GET/upload-url"] };
-        assert_eq!(statements.len(), routes.len(), "{statements:?}");
+        let from_s3 = usize::from(function == "analyze");
+        assert_eq!(statements.len(), routes.len() + from_s3, "{statements:?}");
         for route in routes {
             let source_arn = format!("arn:aws:execute-api:{REGION}:{ACCOUNT}:{api_id}/*/{route}");
             let statement = statements
@@ -212,6 +213,65 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
             assert_eq!(statement["Action"], "lambda:InvokeFunction", "{statement}");
         }
     }
+
+    // Uploads invoke analyze's alias asynchronously: S3 may invoke it for this account's
+    // upload bucket only; the bucket notifies it of images created under uploads/ only;
+    // failed invocations are retried twice.
+    let analyze = format!("{PREFIX}analyze");
+    let statements = aws.permission_statements(&analyze, Some("live")).await;
+    let s3 = statements
+        .iter()
+        .find(|statement| statement["Principal"]["Service"] == "s3.amazonaws.com")
+        .unwrap_or_else(|| panic!("S3 may invoke analyze: {statements:?}"));
+    assert_eq!(s3["Condition"]["ArnLike"]["AWS:SourceArn"], format!("arn:aws:s3:::{UPLOAD_BUCKET}"), "{s3}");
+    assert_eq!(s3["Condition"]["StringEquals"]["AWS:SourceAccount"], ACCOUNT, "{s3}");
+    let notification =
+        aws.s3.get_bucket_notification_configuration().bucket(UPLOAD_BUCKET).send().await.expect("notification");
+    let mut notified: Vec<(String, Vec<String>, String, String)> = notification
+        .lambda_function_configurations()
+        .iter()
+        .map(|configuration| {
+            let rules = configuration
+                .filter()
+                .and_then(|filter| filter.key())
+                .map(|key| key.filter_rules())
+                .unwrap_or_default();
+            let rule = |name: &str| {
+                rules
+                    .iter()
+                    .find(|rule| rule.name().is_some_and(|found| found.as_str().eq_ignore_ascii_case(name)))
+                    .and_then(|rule| rule.value())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (
+                configuration.lambda_function_arn().to_owned(),
+                configuration.events().iter().map(|event| event.as_str().to_owned()).collect(),
+                rule("prefix"),
+                rule("suffix"),
+            )
+        })
+        .collect();
+    notified.sort();
+    let alias_arn = format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{analyze}:live");
+    let created = vec!["s3:ObjectCreated:*".to_owned()];
+    assert_eq!(
+        notified,
+        [
+            (alias_arn.clone(), created.clone(), "uploads/".to_owned(), ".jpg".to_owned()),
+            (alias_arn, created, "uploads/".to_owned(), ".png".to_owned()),
+        ],
+        "the bucket notifies analyze's alias of images under uploads/, and of nothing else"
+    );
+    let config = aws
+        .lambda
+        .get_function_event_invoke_config()
+        .function_name(&analyze)
+        .qualifier("live")
+        .send()
+        .await
+        .expect("GetFunctionEventInvokeConfig");
+    assert_eq!((config.maximum_retry_attempts(), config.maximum_event_age_in_seconds()), (Some(2), Some(3600)));
 
     // The API: Lambda proxy integrations with payload 2.0, the two routes, $default auto-deploying.
     let integrations = aws.apigateway.get_integrations().api_id(&api_id).send().await.unwrap();
@@ -566,14 +626,10 @@ async fn a_deploy_killed_midway_leaves_a_lock_the_next_breaks_and_converges_with
     for line in resumed.stdout.lines().filter(|line| line.starts_with("Recovered")) {
         println!("resumed deploy: {line}");
     }
-    // One Create* (AddPermission for a permission) per resource created: the recorded ones
-    // are not created again, nor the pending ones that had been created before the kill.
-    let creates: u64 = resumed
-        .mutations()
-        .into_iter()
-        .filter(|(call, _)| call.contains(":Create") || call.contains(":AddPermission"))
-        .map(|(_, count)| count)
-        .sum();
+    // One create call per resource created (see `is_create_call`): the recorded ones are not
+    // created again, nor the pending ones that had been created before the kill.
+    let creates: u64 =
+        resumed.mutations().into_iter().filter(|(call, _)| is_create_call(call)).map(|(_, count)| count).sum();
     let missing = (STACK_SIZE - state.resources.len()) as u64;
     assert!(
         (missing - state.pending.len() as u64..=missing).contains(&creates),
@@ -656,6 +712,9 @@ async fn creates_interrupted_before_they_were_recorded_are_adopted_not_duplicate
         "integration.analyze",
         "route.analyze",
         "permission.analyze",
+        "permission.analyze-uploads",
+        "invoke-config.analyze",
+        "notification.uploads",
     ];
     for id in interrupted {
         let id = ResourceId::from(id);
@@ -689,11 +748,7 @@ async fn creates_interrupted_before_they_were_recorded_are_adopted_not_duplicate
             run.stdout
         );
     }
-    let creates: BTreeMap<String, u64> = run
-        .mutations()
-        .into_iter()
-        .filter(|(call, _)| call.contains(":Create") || call.contains(":AddPermission"))
-        .collect();
+    let creates: BTreeMap<String, u64> = run.mutations().into_iter().filter(|(call, _)| is_create_call(call)).collect();
     assert_eq!(creates, BTreeMap::new(), "nothing is created again: {:?}", run.calls);
     let after = aws.state().await.unwrap();
     for (id, physical_id) in &originals {

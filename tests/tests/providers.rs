@@ -5,7 +5,9 @@
 //! behaviour): UpdateStage is not implemented (HTTP 500), so the stage test updates tags and
 //! checks that a throttling change fails naming UpdateStage; UpdateFunctionCode ignores
 //! `Architectures`; a new role is assumable at once (moto only checks that it exists, which
-//! the propagation test uses to exercise the retry).
+//! the propagation test uses to exercise the retry); a bucket without a notification
+//! configuration answers GetBucketNotificationConfiguration with a document the SDK cannot
+//! parse (the provider reads it as none).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -537,6 +539,85 @@ async fn permission_lifecycle() {
     assert!(xtask::providers::replace_keys(Kind::Permission).contains(&"source_arn"));
 
     find_then_delete_twice(&p, &state).await;
+}
+
+#[tokio::test]
+async fn s3_permission_names_the_bucket_and_the_account() {
+    let moto = Moto::start().unwrap();
+    let p = provider(&moto, "us-east-1").await;
+    let role_arn = function_prerequisites(&p, "ia-test-analyze").await;
+    let zip = LambdaZip::new(b"bytes");
+    let p = knowing(&p, &[&zip]);
+    p.create(Kind::Function, "ia-test-analyze", &function_inputs("ia-test-analyze", &role_arn, &zip)).await.unwrap();
+    let inputs = inputs(json!({
+        "function_name": "ia-test-analyze",
+        "statement_id": "s3-uploads-analyze",
+        "principal": "s3.amazonaws.com",
+        "action": "lambda:InvokeFunction",
+        "source_arn": "arn:aws:s3:::ia-test-uploads",
+        "source_account": "123456789012",
+    }));
+    let created = p.create(Kind::Permission, "s3-uploads-analyze", &inputs).await.unwrap();
+    let state = recorded(Kind::Permission, "s3-uploads-analyze", &created, &inputs);
+    assert_eq!(p.read(&state).await.unwrap(), Some(inputs.clone()), "read back whole, the account included");
+    find_then_delete_twice(&p, &state).await;
+}
+
+#[tokio::test]
+async fn event_invoke_config_lifecycle() {
+    let moto = Moto::start().unwrap();
+    let p = provider(&moto, "us-east-1").await;
+    let role_arn = function_prerequisites(&p, "ia-test-analyze").await;
+    let zip = LambdaZip::new(b"bytes");
+    let p = knowing(&p, &[&zip]);
+    p.create(Kind::Function, "ia-test-analyze", &function_inputs("ia-test-analyze", &role_arn, &zip)).await.unwrap();
+    let name = "ia-test-analyze:live";
+    let inputs = inputs(json!({
+        "function_name": "ia-test-analyze",
+        "qualifier": "live",
+        "maximum_retry_attempts": 2,
+        "maximum_event_age_seconds": 3600,
+    }));
+    let created = p.create(Kind::EventInvokeConfig, name, &inputs).await.unwrap();
+    assert_eq!(created.physical_id, name);
+    let state = recorded(Kind::EventInvokeConfig, name, &created, &inputs);
+    assert_eq!(p.read(&state).await.unwrap(), Some(inputs.clone()));
+    // Created again (a crash before the state write): the same one configuration.
+    assert_eq!(p.create(Kind::EventInvokeConfig, name, &inputs).await.unwrap(), created);
+
+    let mut invalid = inputs.clone();
+    invalid.insert("maximum_retry_attempts".to_owned(), json!(3));
+    let error = p.create(Kind::EventInvokeConfig, name, &invalid).await.unwrap_err();
+    assert!(matches!(&error, ProviderError::Input { key, .. } if key == "maximum_retry_attempts"), "{error}");
+
+    find_then_delete_twice(&p, &state).await;
+}
+
+#[tokio::test]
+async fn bucket_notification_lifecycle() {
+    let moto = Moto::start().unwrap();
+    let p = provider(&moto, "us-east-1").await;
+    let bucket = "ia-test-notified";
+    p.create(Kind::Bucket, bucket, &bucket_inputs(bucket)).await.unwrap();
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:ia-test-analyze:live";
+    let notification = |id: &str, suffix: &str| json!({"id": id, "function_arn": arn, "events": ["s3:ObjectCreated:*"], "prefix": "uploads/", "suffix": suffix});
+    let inputs = inputs(json!({
+        "bucket": bucket,
+        "lambda_functions": [notification("analyze-jpg", ".jpg"), notification("analyze-png", ".png")],
+    }));
+    let created = p.create(Kind::BucketNotification, bucket, &inputs).await.unwrap();
+    assert_eq!(created.physical_id, bucket);
+    let state = recorded(Kind::BucketNotification, bucket, &created, &inputs);
+    assert_eq!(p.read(&state).await.unwrap(), Some(inputs.clone()), "read back as the stack states it");
+
+    // The configuration is the bucket's whole: an update replaces it.
+    let state = update(&p, &state, "lambda_functions", json!([notification("analyze-jpg", ".jpeg")])).await;
+    let live = p.read(&state).await.unwrap().unwrap();
+    assert_eq!(live["lambda_functions"], json!([notification("analyze-jpg", ".jpeg")]));
+
+    find_then_delete_twice(&p, &state).await;
+    let left = p.read(&state).await.unwrap().expect("the bucket remains");
+    assert_eq!(left["lambda_functions"], json!([]), "deleting leaves the bucket notifying nothing");
 }
 
 #[tokio::test]

@@ -12,6 +12,8 @@ pub struct Function {
     pub name: &'static str,
     /// The API routes that invoke it.
     pub routes: &'static [Route],
+    /// The events that invoke it asynchronously.
+    pub triggers: &'static [Trigger],
     /// What it may do; its IAM policy grants exactly these.
     pub capabilities: &'static [Capability],
     /// The environment variables it reads, derived from the environment's configuration.
@@ -60,6 +62,15 @@ impl fmt::Display for Method {
     }
 }
 
+/// An event source that invokes a function asynchronously.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// An object created in the upload bucket under `uploads/` with an image's extension
+    /// (`.jpg`, `.png`). The filter keeps everything else out, `results/` above all, so
+    /// nothing the function writes can trigger it.
+    UploadCreated,
+}
+
 /// Something a function may do, each granted on exactly its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Capability {
@@ -86,6 +97,7 @@ pub const FUNCTIONS: &[Function] = &[
     Function {
         name: "upload-url",
         routes: &[Route { name: "upload-url", method: Method::Get, path: "/upload-url" }],
+        triggers: &[],
         capabilities: &[Capability::PutUploads],
         settings: &[Setting::UploadBucket, Setting::UploadUrlExpiry],
         default_memory_mb: 128,
@@ -98,6 +110,7 @@ pub const FUNCTIONS: &[Function] = &[
             Route { name: "analyze", method: Method::Post, path: "/analyze" },
             Route { name: "analysis", method: Method::Get, path: "/analysis/{id}" },
         ],
+        triggers: &[Trigger::UploadCreated],
         capabilities: &[Capability::GetUploads, Capability::StoreResults, Capability::DetectFaces],
         settings: &[Setting::UploadBucket],
         default_memory_mb: 256,

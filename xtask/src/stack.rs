@@ -1,14 +1,15 @@
 //! The architecture, declared once as data and expanded into resources by iteration.
 //!
-//! [`FUNCTIONS`](crate::functions::FUNCTIONS) lists each Lambda with its route, the
-//! capabilities it needs and the settings it reads. From that table and an environment this
-//! module derives every resource: the upload bucket, and per function an IAM role whose
-//! policy grants exactly those capabilities, a log group, the function, its `live` alias,
-//! its API integration, route and invoke permission; plus the HTTP API and its `$default`
-//! stage.
+//! [`FUNCTIONS`](crate::functions::FUNCTIONS) lists each Lambda with its routes, the events
+//! that trigger it, the capabilities it needs and the settings it reads. From that table and
+//! an environment this module derives every resource: the upload bucket; per function an IAM
+//! role whose policy grants exactly those capabilities, a log group, the function, its `live`
+//! alias and its API integration; per route an API route and an invoke permission; per
+//! triggered function S3's invoke permission and the asynchronous invoke configuration; the
+//! bucket's notification of every trigger; plus the HTTP API and its `$default` stage.
 //!
-//! The API invokes each function through its alias, and may invoke nothing else: the
-//! permission is scoped to the alias. A deploy publishes a version and moves the alias to
+//! The API and S3 invoke each function through its alias, and may invoke nothing else: the
+//! permissions are scoped to the alias. A deploy publishes a version and moves the alias to
 //! it; a rollback moves the alias back to an earlier version (see [`crate::ops::rollback`]).
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::config::Environment;
 use crate::engine::resource::{Kind, Reference, Resource};
-use crate::functions::{Capability, Function, Route, Setting, FUNCTIONS};
+use crate::functions::{Capability, Function, Route, Setting, Trigger, FUNCTIONS};
 use crate::manifest::Manifest;
 
 /// The prefix clients upload under.
@@ -27,6 +28,13 @@ pub const UPLOAD_PREFIX: &str = "uploads/";
 pub const RESULTS_PREFIX: &str = "results/";
 /// The alias the API invokes.
 pub const LIVE_ALIAS: &str = "live";
+/// The extensions of uploads, each a suffix the bucket notification filters on.
+pub const UPLOAD_EXTENSIONS: [&str; 2] = ["jpg", "png"];
+/// Lambda retries a failed asynchronous invocation this many times (its maximum).
+pub const ASYNC_RETRY_ATTEMPTS: u32 = 2;
+/// An event not yet handled after this long is dropped: an analysis nobody has read within
+/// the hour is not worth running later (Lambda's default is six hours).
+pub const MAX_EVENT_AGE_SECONDS: u32 = 3600;
 
 /// Everything the stack derives from besides the environment file.
 #[derive(Debug, Clone)]
@@ -82,7 +90,16 @@ pub fn resources(cx: &Context<'_>) -> Result<Vec<Resource>, StackError> {
             resources.push(api_route(function, route));
             resources.push(permission(cx, function, route));
         }
+        for trigger in function.triggers {
+            match trigger {
+                Trigger::UploadCreated => resources.push(upload_permission(cx, function)),
+            }
+        }
+        if !function.triggers.is_empty() {
+            resources.push(invoke_config(cx, function));
+        }
     }
+    resources.extend(notification(cx));
     Ok(resources)
 }
 
@@ -287,6 +304,63 @@ fn permission(cx: &Context<'_>, function: &Function, route: &Route) -> Resource 
         .input("principal", "apigateway.amazonaws.com")
         .input("action", "lambda:InvokeFunction")
         .input("source_arn", source_arn)
+}
+
+/// S3 may invoke the function's alias for objects of this account's upload bucket.
+fn upload_permission(cx: &Context<'_>, function: &Function) -> Resource {
+    let statement_id = format!("s3-uploads-{}", function.name);
+    Resource::new(format!("permission.{}-uploads", function.name), Kind::Permission, statement_id.as_str())
+        .input("function_name", Reference::to(&format!("function.{}", function.name), "name"))
+        .input("qualifier", Reference::to(&format!("alias.{}", function.name), "name"))
+        .input("statement_id", statement_id.as_str())
+        .input("principal", "s3.amazonaws.com")
+        .input("action", "lambda:InvokeFunction")
+        .input("source_arn", Reference::to("bucket.uploads", "arn"))
+        // A bucket ARN names no account: without this, any account's bucket of that name could.
+        .input("source_account", cx.account_id)
+}
+
+/// Asynchronous invocations of the function's alias: retried, and dropped when too old.
+fn invoke_config(cx: &Context<'_>, function: &Function) -> Resource {
+    let name = format!("{}:{LIVE_ALIAS}", cx.physical_name(function.name));
+    Resource::new(format!("invoke-config.{}", function.name), Kind::EventInvokeConfig, name)
+        .input("function_name", Reference::to(&format!("function.{}", function.name), "name"))
+        .input("qualifier", Reference::to(&format!("alias.{}", function.name), "name"))
+        .input("maximum_retry_attempts", ASYNC_RETRY_ATTEMPTS)
+        .input("maximum_event_age_seconds", MAX_EVENT_AGE_SECONDS)
+}
+
+/// The upload bucket's notification: every function's triggers, one configuration per
+/// trigger and extension, each created after the permission that lets S3 invoke it (S3
+/// checks it). `None` when no function has a trigger.
+fn notification(cx: &Context<'_>) -> Option<Resource> {
+    let mut configurations = Vec::new();
+    let mut permissions = Vec::new();
+    for function in FUNCTIONS {
+        for trigger in function.triggers {
+            match trigger {
+                Trigger::UploadCreated => {
+                    for extension in UPLOAD_EXTENSIONS {
+                        configurations.push(json!({
+                            "id": format!("{}-{extension}", function.name),
+                            "function_arn": Reference::to(&format!("alias.{}", function.name), "arn"),
+                            "events": ["s3:ObjectCreated:*"],
+                            "prefix": UPLOAD_PREFIX,
+                            "suffix": format!(".{extension}"),
+                        }));
+                    }
+                    permissions.push(format!("permission.{}-uploads", function.name));
+                }
+            }
+        }
+    }
+    if configurations.is_empty() {
+        return None;
+    }
+    let resource = Resource::new("notification.uploads", Kind::BucketNotification, cx.bucket_name())
+        .input("bucket", Reference::to("bucket.uploads", "name"))
+        .input("lambda_functions", json!(configurations));
+    Some(permissions.into_iter().fold(resource, Resource::after))
 }
 
 #[cfg(test)]

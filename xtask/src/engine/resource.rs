@@ -59,6 +59,10 @@ pub enum Kind {
     Route,
     Stage,
     Permission,
+    /// How Lambda retries asynchronous invocations of a function's alias.
+    EventInvokeConfig,
+    /// A bucket's event notifications (the whole configuration, one per bucket).
+    BucketNotification,
 }
 
 impl Kind {
@@ -75,6 +79,8 @@ impl Kind {
             Kind::Route => "aws_apigatewayv2_route",
             Kind::Stage => "aws_apigatewayv2_stage",
             Kind::Permission => "aws_lambda_permission",
+            Kind::EventInvokeConfig => "aws_lambda_function_event_invoke_config",
+            Kind::BucketNotification => "aws_s3_bucket_notification",
         }
     }
 
@@ -90,7 +96,9 @@ impl Kind {
             | Kind::Integration
             | Kind::Route
             | Kind::Stage
-            | Kind::Permission => false,
+            | Kind::Permission
+            | Kind::EventInvokeConfig
+            | Kind::BucketNotification => false,
         }
     }
 }

@@ -471,6 +471,8 @@ struct Grant<'a> {
     principal: &'a str,
     action: &'a str,
     source_arn: Option<&'a str>,
+    /// The account that owns the source (S3 bucket ARNs carry none).
+    source_account: Option<&'a str>,
 }
 
 fn statement<'a>(spec: &Spec<'a>) -> Result<Statement<'a>, ProviderError> {
@@ -490,6 +492,7 @@ pub(super) async fn create_permission(p: &AwsProvider, spec: &Spec<'_>) -> Resul
         principal: spec.str("principal")?,
         action: spec.str("action")?,
         source_arn: spec.opt_str("source_arn")?,
+        source_account: spec.opt_str("source_account")?,
     };
     if find_permission(p, spec).await?.is_some() {
         remove_permission(p, spec, &statement).await?;
@@ -567,6 +570,7 @@ async fn add_permission(
             .principal(grant.principal)
             .action(grant.action)
             .set_source_arn(grant.source_arn.map(str::to_owned))
+            .set_source_account(grant.source_account.map(str::to_owned))
             .set_qualifier(statement.qualifier.map(str::to_owned))
             .send()
     };
@@ -595,6 +599,85 @@ async fn remove_permission(p: &AwsProvider, spec: &Spec<'_>, statement: &Stateme
 /// "The statement id (...) provided already exists."
 fn already_exists<E: ProvideErrorMetadata>(error: &CallError<E>) -> bool {
     is(error, EXISTS) && error.message().is_some_and(|message| message.contains("already exists"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Asynchronous invocation configurations
+
+/// `<function>:<qualifier>`, the configuration's physical id.
+fn invoke_config_id(function: &str, qualifier: &str) -> String {
+    format!("{function}:{qualifier}")
+}
+
+/// PutFunctionEventInvokeConfig: creates or replaces the configuration, so a create after an
+/// interrupted one, and every update, are the same call.
+pub(super) async fn put_invoke_config(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, ProviderError> {
+    const OPERATION: &str = "PutFunctionEventInvokeConfig";
+    let (function, qualifier) = (spec.str("function_name")?, spec.str("qualifier")?);
+    let retries = spec.i32("maximum_retry_attempts")?;
+    if !(0..=2).contains(&retries) {
+        return Err(spec.invalid("maximum_retry_attempts", format!("must be 0, 1 or 2, got {retries}")));
+    }
+    let age = spec.i32("maximum_event_age_seconds")?;
+    if !(60..=21_600).contains(&age) {
+        return Err(spec.invalid("maximum_event_age_seconds", format!("must be 60 to 21600, got {age}")));
+    }
+    let put = || {
+        p.clients
+            .lambda
+            .put_function_event_invoke_config()
+            .function_name(function)
+            .qualifier(qualifier)
+            .maximum_retry_attempts(retries)
+            .maximum_event_age_in_seconds(age)
+            .send()
+    };
+    retry(Backoff::LAMBDA_CONFLICT, put, |error| is(error, CONFLICT))
+        .await
+        .map_err(|error| spec.api(OPERATION, error))?;
+    Ok(Created { physical_id: invoke_config_id(function, qualifier), outputs: Outputs::new() })
+}
+
+pub(super) async fn update_invoke_config(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    change: &Change<'_>,
+) -> Result<Outputs, ProviderError> {
+    put_invoke_config(p, spec).await?;
+    Ok(change.current.outputs.clone())
+}
+
+pub(super) async fn delete_invoke_config(p: &AwsProvider, spec: &Spec<'_>) -> Result<(), ProviderError> {
+    let (function, qualifier) = (spec.str("function_name")?, spec.str("qualifier")?);
+    let delete =
+        || p.clients.lambda.delete_function_event_invoke_config().function_name(function).qualifier(qualifier).send();
+    match retry(Backoff::LAMBDA_CONFLICT, delete, |error| is(error, CONFLICT)).await {
+        Ok(_) => Ok(()),
+        Err(error) if is(&error, NOT_FOUND) => Ok(()),
+        Err(error) => Err(spec.api("DeleteFunctionEventInvokeConfig", error)),
+    }
+}
+
+/// The configuration as it is: `(maximum_retry_attempts, maximum_event_age_seconds)`, or
+/// `None` when the function or alias has none.
+pub(super) async fn get_invoke_config(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+) -> Result<Option<(Option<i32>, Option<i32>)>, ProviderError> {
+    let (function, qualifier) = (spec.str("function_name")?, spec.str("qualifier")?);
+    match p.clients.lambda.get_function_event_invoke_config().function_name(function).qualifier(qualifier).send().await
+    {
+        Ok(found) => Ok(Some((found.maximum_retry_attempts(), found.maximum_event_age_in_seconds()))),
+        Err(error) if is(&error, NOT_FOUND) => Ok(None),
+        Err(error) => Err(spec.api("GetFunctionEventInvokeConfig", error)),
+    }
+}
+
+pub(super) async fn find_invoke_config(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
+    let (function, qualifier) = (spec.str("function_name")?, spec.str("qualifier")?);
+    Ok(get_invoke_config(p, spec)
+        .await?
+        .map(|_| Created { physical_id: invoke_config_id(function, qualifier), outputs: Outputs::new() }))
 }
 
 #[cfg(test)]

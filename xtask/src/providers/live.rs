@@ -37,6 +37,8 @@ impl AwsProvider {
             Kind::Integration => integration(self, &spec, id).await,
             Kind::Route => route(self, &spec, id).await,
             Kind::Stage => stage(self, &spec, id).await,
+            Kind::EventInvokeConfig => invoke_config(self, &spec).await,
+            Kind::BucketNotification => notification(self, &spec, id).await,
         }
     }
 }
@@ -232,7 +234,28 @@ async fn permission(p: &AwsProvider, spec: &Spec<'_>, sid: &str) -> Result<Optio
     if let Some(qualifier) = qualifier {
         live.insert("qualifier".to_owned(), json!(qualifier));
     }
+    if let Some(account) = statement["Condition"]["StringEquals"]["AWS:SourceAccount"].as_str() {
+        live.insert("source_account".to_owned(), json!(account));
+    }
     Ok(Some(live))
+}
+
+async fn invoke_config(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Inputs>, ProviderError> {
+    let Some((retries, age)) = super::lambda::get_invoke_config(p, spec).await? else { return Ok(None) };
+    Ok(Some(Inputs::from([
+        ("function_name".to_owned(), json!(spec.str("function_name")?)),
+        ("qualifier".to_owned(), json!(spec.str("qualifier")?)),
+        ("maximum_retry_attempts".to_owned(), json!(retries)),
+        ("maximum_event_age_seconds".to_owned(), json!(age)),
+    ])))
+}
+
+async fn notification(p: &AwsProvider, spec: &Spec<'_>, bucket: &str) -> Result<Option<Inputs>, ProviderError> {
+    let Some(notifications) = super::s3::get_notifications(p, spec, bucket).await? else { return Ok(None) };
+    Ok(Some(Inputs::from([
+        ("bucket".to_owned(), json!(bucket)),
+        ("lambda_functions".to_owned(), json!(notifications)),
+    ])))
 }
 
 async fn api(p: &AwsProvider, spec: &Spec<'_>, id: &str) -> Result<Option<Inputs>, ProviderError> {

@@ -13,6 +13,8 @@
 //! | Integration | [`apigateway`] | integration id | `id` |
 //! | Route | [`apigateway`] | route id | `id` |
 //! | Stage | [`apigateway`] | stage name | `name`, `invoke_url` |
+//! | EventInvokeConfig | [`lambda`] | `<function>:<qualifier>` | none |
+//! | BucketNotification | [`s3`] | bucket name | none |
 //!
 //! The cloud's behaviours live here, not in the engine: IAM propagation and Lambda's
 //! asynchronous updates are waited out with the helpers in [`retry`]; throttling is retried
@@ -156,6 +158,10 @@ fn with_retries(mut clients: Clients) -> Clients {
 ///   throttling change with UpdateStage, tags with Tag/UntagResource.
 /// - Permission: every key. Lambda has no call that changes a policy statement; it is
 ///   removed and added again.
+/// - EventInvokeConfig `function_name`, `qualifier`: it belongs to one alias; the retries and
+///   event age change with PutFunctionEventInvokeConfig.
+/// - BucketNotification `bucket`: the configuration is the bucket's; its content changes with
+///   PutBucketNotificationConfiguration.
 pub fn replace_keys(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Bucket | Kind::Role | Kind::LogGroup | Kind::Function => &["name"],
@@ -163,7 +169,11 @@ pub fn replace_keys(kind: Kind) -> &'static [&'static str] {
         Kind::HttpApi => &[],
         Kind::Integration | Kind::Route => &["api_id"],
         Kind::Stage => &["api_id", "name"],
-        Kind::Permission => &["function_name", "statement_id", "principal", "action", "source_arn", "qualifier"],
+        Kind::Permission => {
+            &["function_name", "statement_id", "principal", "action", "source_arn", "source_account", "qualifier"]
+        }
+        Kind::EventInvokeConfig => &["function_name", "qualifier"],
+        Kind::BucketNotification => &["bucket"],
     }
 }
 
@@ -180,7 +190,9 @@ pub fn outputs_changed_by_update(kind: Kind) -> &'static [&'static str] {
         | Kind::Integration
         | Kind::Route
         | Kind::Stage
-        | Kind::Permission => &[],
+        | Kind::Permission
+        | Kind::EventInvokeConfig
+        | Kind::BucketNotification => &[],
     }
 }
 
@@ -212,6 +224,8 @@ impl Provider for AwsProvider {
             Kind::Integration => apigateway::create_integration(self, &spec).await,
             Kind::Route => apigateway::create_route(self, &spec).await,
             Kind::Stage => apigateway::create_stage(self, &spec).await,
+            Kind::EventInvokeConfig => lambda::put_invoke_config(self, &spec).await,
+            Kind::BucketNotification => s3::put_notification(self, &spec).await,
         }
     }
 
@@ -234,6 +248,8 @@ impl Provider for AwsProvider {
             Kind::Integration => apigateway::update_integration(self, &spec, &change).await,
             Kind::Route => apigateway::update_route(self, &spec, &change).await,
             Kind::Stage => apigateway::update_stage(self, &spec, &change).await,
+            Kind::EventInvokeConfig => lambda::update_invoke_config(self, &spec, &change).await,
+            Kind::BucketNotification => s3::update_notification(self, &spec, &change).await,
         }
     }
 
@@ -252,6 +268,8 @@ impl Provider for AwsProvider {
             Kind::Integration => apigateway::delete_integration(self, &spec, id).await,
             Kind::Route => apigateway::delete_route(self, &spec, id).await,
             Kind::Stage => apigateway::delete_stage(self, &spec, id).await,
+            Kind::EventInvokeConfig => lambda::delete_invoke_config(self, &spec).await,
+            Kind::BucketNotification => s3::delete_notification(self, &spec, id).await,
         }
     }
 
@@ -268,6 +286,8 @@ impl Provider for AwsProvider {
             Kind::Integration => apigateway::find_integration(self, &spec).await,
             Kind::Route => apigateway::find_route(self, &spec).await,
             Kind::Stage => apigateway::find_stage(self, &spec).await,
+            Kind::EventInvokeConfig => lambda::find_invoke_config(self, &spec).await,
+            Kind::BucketNotification => s3::find_notification(self, &spec).await,
         }
     }
 
@@ -286,7 +306,9 @@ impl Provider for AwsProvider {
             | Kind::Function
             | Kind::Alias
             | Kind::Permission
-            | Kind::Stage => self.find(current.kind, &current.name, &current.inputs).await,
+            | Kind::Stage
+            | Kind::EventInvokeConfig
+            | Kind::BucketNotification => self.find(current.kind, &current.name, &current.inputs).await,
         }
     }
 
@@ -323,7 +345,8 @@ mod tests {
 
     #[test]
     fn permissions_are_replaced_on_any_change() {
-        for key in ["function_name", "statement_id", "principal", "action", "source_arn", "qualifier"] {
+        for key in ["function_name", "statement_id", "principal", "action", "source_arn", "source_account", "qualifier"]
+        {
             assert!(replace_keys(Kind::Permission).contains(&key), "{key}");
         }
     }

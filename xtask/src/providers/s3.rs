@@ -5,17 +5,20 @@
 //! browser uploads, a lifecycle that expires the `expire_prefixes` (uploads and their
 //! results) after `uploads_expire_after_days` and aborts stale multipart uploads, and tags. Deleting it empties it first, every object version and delete marker included.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
+use aws_sdk_s3::operation::put_bucket_notification_configuration::PutBucketNotificationConfigurationError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, CorsConfiguration,
-    CorsRule, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-    LifecycleRuleFilter, ObjectIdentifier, PublicAccessBlockConfiguration, ServerSideEncryption,
-    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
+    CorsRule, CreateBucketConfiguration, Delete, Event, ExpirationStatus, FilterRule, FilterRuleName,
+    LambdaFunctionConfiguration, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NotificationConfiguration,
+    NotificationConfigurationFilter, ObjectIdentifier, PublicAccessBlockConfiguration, S3KeyFilter,
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    Tag, Tagging,
 };
 
-use super::error::is;
+use super::error::{is, CallError};
 use super::{AwsProvider, Change, Spec};
 use crate::engine::provider::{Created, ProviderError};
 use crate::engine::resource::Outputs;
@@ -373,4 +376,153 @@ pub(super) async fn put_artifact(
         .await
         .map_err(|error| spec.api("PutObject", error))?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Notifications (Kind::BucketNotification)
+
+/// One `LambdaFunctionConfiguration` as the stack states it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LambdaNotification {
+    pub id: String,
+    pub function_arn: String,
+    pub events: Vec<String>,
+    pub prefix: String,
+    pub suffix: String,
+}
+
+fn notifications(spec: &Spec<'_>) -> Result<Vec<LambdaNotification>, ProviderError> {
+    let value = spec.inputs.get("lambda_functions").cloned().unwrap_or(Value::Null);
+    serde_json::from_value(value).map_err(|error| spec.invalid("lambda_functions", error.to_string()))
+}
+
+/// PutBucketNotificationConfiguration replaces the bucket's whole configuration: creating,
+/// updating and (with nothing) deleting are the same call. S3 checks that each function
+/// allows it to invoke (the stack creates the permission first).
+pub(super) async fn put_notification(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, ProviderError> {
+    const OPERATION: &str = "PutBucketNotificationConfiguration";
+    let bucket = spec.str("bucket")?;
+    let mut configurations = Vec::new();
+    for notification in notifications(spec)? {
+        let filter = NotificationConfigurationFilter::builder()
+            .key(
+                S3KeyFilter::builder()
+                    .filter_rules(
+                        FilterRule::builder().name(FilterRuleName::Prefix).value(&notification.prefix).build(),
+                    )
+                    .filter_rules(
+                        FilterRule::builder().name(FilterRuleName::Suffix).value(&notification.suffix).build(),
+                    )
+                    .build(),
+            )
+            .build();
+        let configuration = LambdaFunctionConfiguration::builder()
+            .id(&notification.id)
+            .lambda_function_arn(&notification.function_arn)
+            .set_events(Some(notification.events.iter().map(|event| Event::from(event.as_str())).collect()))
+            .filter(filter)
+            .build();
+        configurations.push(spec.built(OPERATION, configuration)?);
+    }
+    put_notification_configuration(p, bucket, configurations)
+        .await
+        .map_err(|error| spec.api("PutBucketNotificationConfiguration", error))?;
+    Ok(Created { physical_id: bucket.to_owned(), outputs: Outputs::new() })
+}
+
+async fn put_notification_configuration(
+    p: &AwsProvider,
+    bucket: &str,
+    configurations: Vec<LambdaFunctionConfiguration>,
+) -> Result<(), CallError<PutBucketNotificationConfigurationError>> {
+    let configuration =
+        NotificationConfiguration::builder().set_lambda_function_configurations(Some(configurations)).build();
+    p.clients
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(configuration)
+        .send()
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn update_notification(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    change: &Change<'_>,
+) -> Result<Outputs, ProviderError> {
+    put_notification(p, spec).await?;
+    Ok(change.current.outputs.clone())
+}
+
+/// An empty configuration: the bucket notifies nothing. A bucket already gone has none.
+pub(super) async fn delete_notification(p: &AwsProvider, spec: &Spec<'_>, bucket: &str) -> Result<(), ProviderError> {
+    match put_notification_configuration(p, bucket, Vec::new()).await {
+        Ok(()) => Ok(()),
+        Err(error) if is(&error, NO_SUCH_BUCKET) => Ok(()),
+        Err(error) => Err(spec.api("PutBucketNotificationConfiguration", error)),
+    }
+}
+
+/// The bucket's Lambda notifications as they are, in the stack's shape, sorted by id; `None`
+/// when the bucket is gone.
+pub(super) async fn get_notifications(
+    p: &AwsProvider,
+    spec: &Spec<'_>,
+    bucket: &str,
+) -> Result<Option<Vec<LambdaNotification>>, ProviderError> {
+    let found = match p.clients.s3.get_bucket_notification_configuration().bucket(bucket).send().await {
+        Ok(found) => found,
+        Err(error) if is(&error, NO_SUCH_BUCKET) => return Ok(None),
+        Err(error) if unparsed_empty_configuration(&error) => return Ok(Some(Vec::new())),
+        Err(error) => return Err(spec.api("GetBucketNotificationConfiguration", error)),
+    };
+    let mut notifications: Vec<LambdaNotification> = found
+        .lambda_function_configurations()
+        .iter()
+        .map(|configuration| {
+            let rule = |name: FilterRuleName| {
+                configuration
+                    .filter()
+                    .and_then(|filter| filter.key())
+                    .and_then(|key| {
+                        key.filter_rules().iter().find(|rule| {
+                            rule.name().is_some_and(|found| found.as_str().eq_ignore_ascii_case(name.as_str()))
+                        })
+                    })
+                    .and_then(|rule| rule.value())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            LambdaNotification {
+                id: configuration.id().unwrap_or_default().to_owned(),
+                function_arn: configuration.lambda_function_arn().to_owned(),
+                events: configuration.events().iter().map(|event| event.as_str().to_owned()).collect(),
+                prefix: rule(FilterRuleName::Prefix),
+                suffix: rule(FilterRuleName::Suffix),
+            }
+        })
+        .collect();
+    notifications.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Some(notifications))
+}
+
+/// moto answers a bucket without a notification configuration with a 200 whose body is not
+/// a `NotificationConfiguration`, which the SDK cannot parse; AWS answers an empty one. A 200
+/// that names no function configuration means none.
+fn unparsed_empty_configuration<E>(error: &CallError<E>) -> bool {
+    let Some(raw) = error.raw_response() else { return false };
+    let body = raw.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+    raw.status().as_u16() == 200 && !body.contains("FunctionConfiguration")
+}
+
+/// Found when the bucket notifies any function: the configuration is the bucket's, one per
+/// bucket, so an interrupted create is adopted and then made exact by an update.
+pub(super) async fn find_notification(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
+    let bucket = spec.str("bucket")?;
+    Ok(get_notifications(p, spec, bucket)
+        .await?
+        .filter(|notifications| !notifications.is_empty())
+        .map(|_| Created { physical_id: bucket.to_owned(), outputs: Outputs::new() }))
 }

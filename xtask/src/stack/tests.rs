@@ -5,6 +5,7 @@ use serde_json::json;
 use super::*;
 use crate::arch::Arch;
 use crate::config::{environments_dir, Environment};
+use crate::engine::resource::ResourceId;
 use crate::manifest::{Artifact, Manifest};
 
 const ACCOUNT: &str = "123456789012";
@@ -54,10 +55,13 @@ fn every_function_gets_a_role_log_group_function_alias_integration_route_and_per
             "function.upload-url",
             "integration.analyze",
             "integration.upload-url",
+            "invoke-config.analyze",
             "logs.analyze",
             "logs.upload-url",
+            "notification.uploads",
             "permission.analysis",
             "permission.analyze",
+            "permission.analyze-uploads",
             "permission.upload-url",
             "role.analyze",
             "role.upload-url",
@@ -135,6 +139,44 @@ fn both_routes_of_analyze_target_its_one_integration() {
     for route in ["route.analyze", "route.analysis"] {
         assert_eq!(resource(&resources, route).inputs["target"], "integrations/${integration.analyze.id}");
     }
+}
+
+#[test]
+fn uploads_invoke_analyze_through_its_alias_only_from_this_accounts_bucket() {
+    let resources = stack_of(&dev());
+    let permission = resource(&resources, "permission.analyze-uploads");
+    assert_eq!(permission.inputs["principal"], "s3.amazonaws.com");
+    assert_eq!(permission.inputs["qualifier"], "${alias.analyze.name}");
+    assert_eq!(permission.inputs["source_arn"], "${bucket.uploads.arn}");
+    assert_eq!(permission.inputs["source_account"], ACCOUNT);
+
+    let notification = resource(&resources, "notification.uploads");
+    assert_eq!(notification.name, "image-analyzer-dev-uploads-123456789012");
+    assert_eq!(
+        notification.inputs["lambda_functions"],
+        json!([
+            {"id": "analyze-jpg", "function_arn": "${alias.analyze.arn}", "events": ["s3:ObjectCreated:*"],
+             "prefix": "uploads/", "suffix": ".jpg"},
+            {"id": "analyze-png", "function_arn": "${alias.analyze.arn}", "events": ["s3:ObjectCreated:*"],
+             "prefix": "uploads/", "suffix": ".png"},
+        ])
+    );
+    assert!(
+        notification.dependencies().contains(&ResourceId::new("permission.analyze-uploads")),
+        "S3 checks the permission when the notification is put, so it comes first"
+    );
+}
+
+#[test]
+fn analyze_is_retried_twice_and_drops_events_older_than_an_hour() {
+    let resources = stack_of(&dev());
+    let config = resource(&resources, "invoke-config.analyze");
+    assert_eq!(config.name, "image-analyzer-dev-analyze:live");
+    assert_eq!(config.inputs["qualifier"], "${alias.analyze.name}");
+    assert_eq!(
+        (config.inputs["maximum_retry_attempts"].as_u64(), config.inputs["maximum_event_age_seconds"].as_u64()),
+        (Some(2), Some(3600))
+    );
 }
 
 #[test]

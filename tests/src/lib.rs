@@ -116,7 +116,7 @@ impl Emulator {
                     .env("MINISTACK_REGION", "us-east-1")
                     // moto's account, so that both emulators name resources alike.
                     .env("MINISTACK_ACCOUNT_ID", "123456789012")
-                    // Never run deployed code: the local data plane does that.
+                    // Functions only in Docker, which `DOCKER_HOST` below keeps away.
                     .env("LAMBDA_STRICT", "1")
                     .env("IOT_MTLS_ENABLED", "0")
                     .env("SFTP_ENABLED", "0")
@@ -124,6 +124,8 @@ impl Emulator {
                 scratch = Some(dir);
             }
         }
+        // Never run deployed code (on a bucket notification): the local data plane does.
+        command.env("DOCKER_HOST", xtask::local::emulator::NO_DOCKER);
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::local::dataplane::deployed_spec;
+use crate::local::dataplane::{deployed_spec, Endpoints};
 use crate::local::discovery::{self, ControlPlane, Function};
 use crate::local::event::{self, EventContext};
 use crate::local::runtime::{extract_bootstrap, FunctionSpec, Runtime, RuntimeConfig};
@@ -154,7 +154,8 @@ async fn spec(control: &ControlPlane, function: &Function, plan: &Plan<'_>) -> R
     let bootstrap = extract_bootstrap(&code.bytes, &code.code_sha256, &dir)
         .with_context(|| format!("unpacking the code of {} from {}", function.name, code.source))?;
     let log_file = plan.work_dir.join(format!("{}.log", function.name));
-    Ok(deployed_spec(function, code.code_sha256, bootstrap, plan.endpoint, plan.face_url.as_deref(), log_file))
+    let endpoints = Endpoints { emulator: plan.endpoint, s3: None, rekognition: plan.face_url.as_deref() };
+    Ok(deployed_spec(function, code.code_sha256, bootstrap, &endpoints, log_file))
 }
 
 /// Puts the photo into the function's upload bucket, as a client's presigned PUT would.

@@ -42,7 +42,7 @@ pub fn emulator_answers(address: SocketAddr) -> bool {
 fn command(config: &LocalConfig, address: SocketAddr) -> Result<Command> {
     let venv = Venv::ensure(&config.root)?;
     let (ip, port) = (address.ip().to_string(), address.port().to_string());
-    let command = match config.emulator {
+    let mut command = match config.emulator {
         EmulatorKind::Moto => {
             let mut command = Command::new(venv.bin("moto_server"));
             command.args(["-H", &ip, "-p", &port]);
@@ -59,7 +59,7 @@ fn command(config: &LocalConfig, address: SocketAddr) -> Result<Command> {
                 // moto's account, so that the local environment's names do not depend on the
                 // emulator.
                 .env("MINISTACK_ACCOUNT_ID", "123456789012")
-                // Never run deployed code itself: the data plane does.
+                // Functions only in Docker (see below), never as local processes.
                 .env("LAMBDA_STRICT", "1")
                 .env("IOT_MTLS_ENABLED", "0")
                 .env("SFTP_ENABLED", "0")
@@ -67,8 +67,15 @@ fn command(config: &LocalConfig, address: SocketAddr) -> Result<Command> {
             command
         }
     };
+    // Both emulators invoke a function themselves when a bucket notifies it, in Docker when
+    // Docker answers: a Docker socket that does not exist keeps them from running deployed
+    // code. The data plane runs it, once.
+    command.env("DOCKER_HOST", NO_DOCKER);
     Ok(command)
 }
+
+/// The `DOCKER_HOST` the emulators get: a socket that does not exist.
+pub const NO_DOCKER: &str = "unix:///nonexistent/image-analyzer-runs-no-docker.sock";
 
 /// Starts the configured emulator unless it (or another emulator) already answers at the
 /// endpoint. Refuses when the other emulator, started by xtask, runs there.

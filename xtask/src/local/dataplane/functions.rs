@@ -17,13 +17,18 @@ impl DataPlane {
     /// code cannot be made ready is logged and forgotten, so that its requests answer 500
     /// rather than run code that is no longer deployed.
     pub(super) async fn prepare_all(&self, snapshot: &Snapshot) {
-        let face_url = self.options.state_dir.face_url();
-        let mut functions: Vec<&Function> = snapshot
+        let functions: Vec<&Function> = snapshot
             .apis
             .iter()
             .flat_map(|api| api.integrations.values())
             .filter_map(|integration| snapshot.function_for(integration))
             .collect();
+        self.prepare(functions).await;
+    }
+
+    /// Makes `functions` ready to run (see [`Self::prepare_all`]).
+    pub(super) async fn prepare(&self, mut functions: Vec<&Function>) {
+        let face_url = self.options.state_dir.face_url();
         functions.sort_by_key(|function| key(function));
         functions.dedup_by_key(|function| key(function));
         for function in functions {
@@ -52,8 +57,7 @@ impl DataPlane {
                         function,
                         function.code_sha256.clone(),
                         bootstrap,
-                        &self.options.endpoint,
-                        face_url.as_deref(),
+                        &self.endpoints(face_url.as_deref()),
                         log_file,
                     );
                     let prepared = Prepared { function: function.clone(), face_url: face_url.clone(), spec };
@@ -91,10 +95,15 @@ impl DataPlane {
         let mut prepared = self.prepared.lock().unwrap();
         let known = prepared.get_mut(&key(function)).filter(|known| known.function == *function)?;
         if known.face_url != face_url {
-            known.spec.environment = function_environment(function, &self.options.endpoint, face_url.as_deref());
+            known.spec.environment = function_environment(function, &self.endpoints(face_url.as_deref()));
             known.face_url = face_url;
         }
         Some(known.spec.clone())
+    }
+
+    /// Where this data plane's functions send their AWS calls.
+    pub(super) fn endpoints<'a>(&'a self, face_url: Option<&'a str>) -> Endpoints<'a> {
+        Endpoints { emulator: &self.options.endpoint, s3: Some(&self.s3_url), rekognition: face_url }
     }
 
     pub(super) async fn runtime(&self, region: &str) -> Result<Arc<Runtime>> {
@@ -126,8 +135,7 @@ pub fn deployed_spec(
     function: &Function,
     code_sha256: String,
     bootstrap: std::path::PathBuf,
-    endpoint: &str,
-    face_url: Option<&str>,
+    endpoints: &Endpoints<'_>,
     log_file: std::path::PathBuf,
 ) -> FunctionSpec {
     FunctionSpec {
@@ -135,7 +143,7 @@ pub fn deployed_spec(
         arn: function.arn.clone(),
         code_sha256,
         bootstrap,
-        environment: function_environment(function, endpoint, face_url),
+        environment: function_environment(function, endpoints),
         memory_mb: function.memory_mb,
         timeout: function.timeout,
         log_file,
@@ -143,17 +151,31 @@ pub fn deployed_spec(
     }
 }
 
+/// Where a local function's AWS calls go.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoints<'a> {
+    /// The emulator, for every service without an endpoint of its own.
+    pub emulator: &'a str,
+    /// The data plane's S3 endpoint, when it serves one: S3 calls and the URLs the function
+    /// presigns go there, so that objects created with them are announced.
+    pub s3: Option<&'a str>,
+    /// The local face-analysis service, when it runs.
+    pub rekognition: Option<&'a str>,
+}
+
 /// The environment of a function process: the deployed variables, then what points its SDK
-/// at the emulator. `AWS_REGION` comes from the region's runtime.
-pub fn function_environment(function: &Function, endpoint: &str, face_url: Option<&str>) -> BTreeMap<String, String> {
+/// at the local cloud. `AWS_REGION` comes from the region's runtime.
+pub fn function_environment(function: &Function, endpoints: &Endpoints<'_>) -> BTreeMap<String, String> {
     let mut environment = function.environment.clone();
-    environment.insert("AWS_ENDPOINT_URL".to_owned(), endpoint.to_owned());
+    environment.insert("AWS_ENDPOINT_URL".to_owned(), endpoints.emulator.to_owned());
     environment.insert("AWS_ACCESS_KEY_ID".to_owned(), TEST_CREDENTIALS.0.to_owned());
     environment.insert("AWS_SECRET_ACCESS_KEY".to_owned(), TEST_CREDENTIALS.1.to_owned());
     environment.insert(api_common::FORCE_PATH_STYLE_ENV.to_owned(), "true".to_owned());
-    match face_url {
-        Some(url) => environment.insert(REKOGNITION_ENDPOINT_VAR.to_owned(), url.to_owned()),
-        None => environment.remove(REKOGNITION_ENDPOINT_VAR),
-    };
+    for (variable, url) in [(S3_ENDPOINT_VAR, endpoints.s3), (REKOGNITION_ENDPOINT_VAR, endpoints.rekognition)] {
+        match url {
+            Some(url) => environment.insert(variable.to_owned(), url.to_owned()),
+            None => environment.remove(variable),
+        };
+    }
     environment
 }

@@ -54,10 +54,14 @@ use super::runtime::{FunctionSpec, Runtime};
 
 mod cors;
 mod functions;
+mod notify;
+mod s3front;
 mod serving;
 mod throttle;
 
-pub use functions::{deployed_spec, function_environment};
+pub use functions::{deployed_spec, function_environment, Endpoints};
+pub use notify::{encode_key, s3_event, Creation};
+pub use s3front::{creation, CreatedBy};
 pub use serving::message;
 
 /// API Gateway's limit on a request payload.
@@ -75,6 +79,8 @@ pub const CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
 pub const MAX_BUFFERED_BODY_BYTES: usize = 256 * 1024 * 1024;
 /// The variable that points a function's Rekognition client at the face-analysis service.
 pub const REKOGNITION_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_REKOGNITION";
+/// The variable that points a function's S3 client at the data plane's S3 endpoint.
+pub const S3_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_S3";
 
 /// How `local serve` runs.
 #[derive(Debug, Clone)]
@@ -101,19 +107,23 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", options.api_port))
         .await
         .with_context(|| format!("listening on 127.0.0.1:{}", options.api_port))?;
+    let s3_listener = bind_s3_endpoint(&options.endpoint).await?;
+    let s3_url = format!("http://{}", s3_listener.local_addr().context("the S3 endpoint's address")?);
     let control = ControlPlane::connect(&options.endpoint, &options.regions).await;
     tracing::info!(
-        "data plane pid {} serving on http://127.0.0.1:{} from the emulator at {} (regions {})",
+        "data plane pid {} serving on http://127.0.0.1:{} from the emulator at {} (regions {}); the functions' S3 \
+         endpoint is {s3_url}",
         std::process::id(),
         options.api_port,
         options.endpoint,
         control.regions().collect::<Vec<_>>().join(", ")
     );
-    let plane = Arc::new(DataPlane::new(options, control));
+    let plane = Arc::new(DataPlane::new(options, control, s3_url));
     plane.ports.lock().unwrap().by_port.insert(plane.options.api_port, None);
     plane.refresh().await;
     let api_port = plane.options.api_port;
     plane.spawn_listener(listener, api_port);
+    plane.spawn_s3_listener(s3_listener);
 
     let poller = {
         let plane = Arc::clone(&plane);
@@ -132,6 +142,18 @@ pub async fn serve(options: ServeOptions) -> Result<()> {
     poller.abort();
     plane.shutdown().await;
     Ok(())
+}
+
+/// The functions' S3 endpoint listens on the port after the emulator's (4567 for the
+/// default 4566) when it is free, else on any free port.
+async fn bind_s3_endpoint(emulator: &str) -> Result<TcpListener> {
+    let emulator = crate::local::layout::loopback_address(emulator)?;
+    if let Some(port) = emulator.port().checked_add(1) {
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+            return Ok(listener);
+        }
+    }
+    TcpListener::bind(("127.0.0.1", 0)).await.context("listening for the functions' S3 endpoint")
 }
 
 async fn wait_for_shutdown_signal() -> Result<()> {
@@ -166,6 +188,8 @@ struct Prepared {
 
 struct DataPlane {
     options: ServeOptions,
+    /// The functions' S3 endpoint ([`s3front`]).
+    s3_url: String,
     control: ControlPlane,
     snapshot: RwLock<Arc<Snapshot>>,
     refresh_lock: tokio::sync::Mutex<()>,
@@ -190,9 +214,10 @@ struct DataPlane {
 type HttpResponse = Response<Full<Bytes>>;
 
 impl DataPlane {
-    fn new(options: ServeOptions, control: ControlPlane) -> Self {
+    fn new(options: ServeOptions, control: ControlPlane, s3_url: String) -> Self {
         Self {
             options,
+            s3_url,
             control,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             refresh_lock: tokio::sync::Mutex::new(()),

@@ -37,6 +37,7 @@ pub struct Snapshot {
 
 mod apis;
 mod functions;
+mod notifications;
 
 use apis::get_apis;
 pub use apis::{
@@ -45,6 +46,7 @@ pub use apis::{
 };
 pub use functions::{content_addressed_sibling, moto_code_key, Code, Function};
 use functions::{function_of, list_functions, sdk_error};
+pub use notifications::{AsyncRetry, LambdaTarget};
 
 impl Snapshot {
     /// The function an integration invokes, in the version its qualifier names.

@@ -1,0 +1,143 @@
+//! What the emulator says a bucket notifies, and how a function is invoked asynchronously:
+//! read when an object is created, never cached, so that a deploy's change applies to the
+//! next object at once.
+
+use anyhow::{anyhow, Result};
+
+use super::{emulator_config, ControlPlane};
+
+/// One `LambdaFunctionConfiguration` of a bucket's notification configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaTarget {
+    pub id: String,
+    pub function_arn: String,
+    /// e.g. `s3:ObjectCreated:*`, `s3:ObjectCreated:Put`.
+    pub events: Vec<String>,
+    pub prefix: String,
+    pub suffix: String,
+}
+
+impl LambdaTarget {
+    /// Whether an event named `event_name` (e.g. `ObjectCreated:Put`) for `key` (decoded) is
+    /// notified: one of the events names it, or its type with `*`, and the key matches the
+    /// prefix and suffix filters.
+    pub fn matches(&self, event_name: &str, key: &str) -> bool {
+        let named = self.events.iter().any(|event| {
+            let Some(event) = event.strip_prefix("s3:") else { return false };
+            match event.strip_suffix('*') {
+                Some(kind) => event_name.starts_with(kind),
+                None => event == event_name,
+            }
+        });
+        named && key.starts_with(&self.prefix) && key.ends_with(&self.suffix)
+    }
+}
+
+/// How Lambda retries an asynchronous invocation: Lambda's defaults unless configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncRetry {
+    pub maximum_retry_attempts: u32,
+    pub maximum_event_age_seconds: u32,
+}
+
+impl Default for AsyncRetry {
+    fn default() -> Self {
+        Self { maximum_retry_attempts: 2, maximum_event_age_seconds: 21_600 }
+    }
+}
+
+impl ControlPlane {
+    /// The bucket's region and its Lambda notifications; none when the bucket is gone or
+    /// notifies nothing.
+    pub async fn bucket_notifications(&self, bucket: &str) -> Result<(String, Vec<LambdaTarget>)> {
+        let location = self
+            .s3
+            .get_bucket_location()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|error| anyhow!("S3 GetBucketLocation {bucket}: {}", crate::aws::error::explain(&error)))?;
+        let region = match location.location_constraint().map(|constraint| constraint.as_str()) {
+            None | Some("") => super::DEFAULT_REGION.to_owned(),
+            Some(region) => region.to_owned(),
+        };
+        let config = aws_sdk_s3::config::Builder::from(&emulator_config(&self.endpoint, &region).await)
+            .force_path_style(true)
+            .build();
+        let s3 = aws_sdk_s3::Client::from_conf(config);
+        let found = match s3.get_bucket_notification_configuration().bucket(bucket).send().await {
+            Ok(found) => found,
+            // moto answers a bucket without a configuration with a 200 the SDK cannot parse.
+            Err(error) if error.raw_response().is_some_and(|raw| raw.status().as_u16() == 200) => {
+                return Ok((region, Vec::new()))
+            }
+            Err(error) => {
+                return Err(anyhow!(
+                    "S3 GetBucketNotificationConfiguration {bucket}: {}",
+                    crate::aws::error::explain(&error)
+                ))
+            }
+        };
+        let targets = found
+            .lambda_function_configurations()
+            .iter()
+            .map(|configuration| {
+                let rule = |name: &str| {
+                    configuration
+                        .filter()
+                        .and_then(|filter| filter.key())
+                        .and_then(|key| {
+                            key.filter_rules()
+                                .iter()
+                                .find(|rule| rule.name().is_some_and(|found| found.as_str().eq_ignore_ascii_case(name)))
+                        })
+                        .and_then(|rule| rule.value())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                LambdaTarget {
+                    id: configuration.id().unwrap_or_default().to_owned(),
+                    function_arn: configuration.lambda_function_arn().to_owned(),
+                    events: configuration.events().iter().map(|event| event.as_str().to_owned()).collect(),
+                    prefix: rule("prefix"),
+                    suffix: rule("suffix"),
+                }
+            })
+            .collect();
+        Ok((region, targets))
+    }
+
+    /// The asynchronous invocation configuration of a function (or its alias); Lambda's
+    /// defaults when it has none.
+    pub async fn async_retry(&self, region: &str, function: &str, qualifier: Option<&str>) -> Result<AsyncRetry> {
+        let Some(clients) = self.regions.iter().find(|clients| clients.region == region) else {
+            return Ok(AsyncRetry::default());
+        };
+        let found = clients
+            .lambda
+            .get_function_event_invoke_config()
+            .function_name(function)
+            .set_qualifier(qualifier.map(str::to_owned))
+            .send()
+            .await;
+        match found {
+            Ok(config) => {
+                let defaults = AsyncRetry::default();
+                Ok(AsyncRetry {
+                    maximum_retry_attempts: config
+                        .maximum_retry_attempts()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(defaults.maximum_retry_attempts),
+                    maximum_event_age_seconds: config
+                        .maximum_event_age_in_seconds()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(defaults.maximum_event_age_seconds),
+                })
+            }
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                Ok(AsyncRetry::default())
+            }
+            Err(error) => Err(super::sdk_error(&format!("Lambda GetFunctionEventInvokeConfig {function}"), error)),
+        }
+    }
+}

@@ -2,9 +2,10 @@
 //! benchmark into `target/tools`), while the function processes per function and the data
 //! plane's memory are watched from `/proc`.
 //!
-//! Scenarios: `GET /upload-url` at 1,000 connections; `POST /analyze` at 200; a cancellation
-//! storm (300 clients that give up after 50 to 300 ms); and, for scale, DetectFaces on the
-//! face service directly at the same concurrency as analyze.
+//! Scenarios: `GET /upload-url` at 1,000 connections; `POST /analyze` of one analysed upload
+//! (its kept result) at 200; a cancellation storm (300 clients that give up after 50 to 300
+//! ms); for scale, DetectFaces on the face service directly at 200; and analysis on upload,
+//! 50 uploads one after another ([`super::events`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ pub struct LoadReport {
     pub analyze_to_face: Option<f64>,
     /// The data plane's peak resident memory (VmHWM), MiB.
     pub dataplane_peak_rss_mib: f64,
+    /// Analysis on upload: from the PUT's answer to the readable result; `None` without the
+    /// face service.
+    pub upload_to_result: Option<super::events::UploadToResult>,
 }
 
 /// Where and what to load.
@@ -90,6 +94,9 @@ pub struct Plan {
     pub functions_dir: PathBuf,
     pub functions: Vec<String>,
     pub cap: usize,
+    /// The face service's log (one line per DetectFaces call).
+    pub face_log: PathBuf,
+    pub photo: Vec<u8>,
 }
 
 /// `target/tools/bin/oha`, installed with `cargo install --locked` when missing.
@@ -139,7 +146,7 @@ pub fn prepare(root: &Path, work: &Path, config: &LocalConfig, oha: PathBuf, sec
     )?;
     let api_url = config.api_url();
     let photo = std::fs::read(root.join("tests/fixtures/photos/astronaut.jpg")).context("reading the astronaut")?;
-    let (bucket, file_key) = upload(&api_url, photo)?;
+    let (bucket, file_key) = upload(&api_url, photo.clone())?;
     let dataplane_pid = match config.state_dir.dataplane_pid().liveness()? {
         Liveness::Running(recorded) => recorded.pid,
         Liveness::NoFile | Liveness::Stale(_) => bail!("the benchmark's data plane does not run"),
@@ -159,6 +166,8 @@ pub fn prepare(root: &Path, work: &Path, config: &LocalConfig, oha: PathBuf, sec
             .map(|function| format!("{}-local-{}", config.project, function.name))
             .collect(),
         cap: config.max_instances,
+        face_log: config.state_dir.face_log(),
+        photo,
     })
 }
 
@@ -190,8 +199,10 @@ pub fn measure(plan: &Plan) -> Result<LoadReport> {
     let upload_url = run(plan, "GET /upload-url", 1000, |c| {
         c.arg(&upload);
     })?;
+    // Every request names the one upload, whose result is kept after the first: this measures
+    // the API's path to a kept result. `upload_to_result` measures analysis itself.
     println!("  POST /analyze, 200 connections, {seconds} s");
-    let analyze_run = run(plan, "POST /analyze", 200, |c| {
+    let analyze_run = run(plan, "POST /analyze (kept result)", 200, |c| {
         c.args(["-m", "POST", "-T", "application/json", "-d", &body, &analyze]);
     })?;
     println!("  cancellation storm: 300 clients giving up after 50-300 ms");
@@ -216,6 +227,13 @@ pub fn measure(plan: &Plan) -> Result<LoadReport> {
         }
         None => None,
     };
+    let upload_to_result = match &plan.face_url {
+        Some(_) => {
+            println!("  analysis on upload: {UPLOADS_TIMED} uploads, one after another");
+            Some(super::events::measure(&plan.api_url, &plan.face_log, &plan.photo, UPLOADS_TIMED)?)
+        }
+        None => None,
+    };
     let analyze_to_face = face_direct
         .as_ref()
         .filter(|face| face.successful_per_s > 0.0)
@@ -229,8 +247,12 @@ pub fn measure(plan: &Plan) -> Result<LoadReport> {
         face_direct,
         analyze_to_face,
         dataplane_peak_rss_mib: peak_rss_mib(plan.dataplane_pid)?,
+        upload_to_result,
     })
 }
+
+/// How many uploads analysis on upload is timed over.
+pub const UPLOADS_TIMED: usize = 50;
 
 /// One `oha` run of `plan.seconds` with `connections`, its target set by `configure`,
 /// watched.

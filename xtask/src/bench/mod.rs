@@ -2,6 +2,7 @@
 //! cloud. The `bench` command runs them; this module holds the pieces and the report.
 
 pub mod deploy;
+pub mod events;
 pub mod latency;
 pub mod load;
 pub mod proxy;

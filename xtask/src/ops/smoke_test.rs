@@ -136,6 +136,18 @@ async fn flow(url: &str) -> Vec<StepResult> {
         if put.is_none() {
             return steps;
         }
+        // The upload alone is analysed (its bucket notification); then POST /analyze answers
+        // the kept result.
+        let id = file_key.strip_prefix("uploads/").unwrap_or(&file_key);
+        let kept = step(
+            &mut steps,
+            &format!("GET /analysis/{{id}} ({photo})"),
+            analysis_of_upload(&client, url, id, expect_faces),
+        )
+        .await;
+        if kept.is_none() {
+            return steps;
+        }
         let analysis =
             step(&mut steps, &format!("POST /analyze ({photo})"), analyze(&client, url, &file_key, expect_faces)).await;
         if analysis.is_none() {
@@ -219,23 +231,55 @@ async fn analyze(client: &reqwest::Client, url: &str, file_key: &str, expect_fac
         .await
         .context("POST /analyze")?;
     let body = json_response(response, "POST /analyze", 200).await?;
-    let faces = body["faces"].as_array().ok_or_else(|| anyhow!("POST /analyze: `faces` is not an array in {body}"))?;
+    Ok(((), check_analysis(&body, expect_faces, "POST /analyze")?))
+}
+
+/// How long an upload's analysis may take to become readable.
+const ANALYSIS_WAIT: Duration = Duration::from_secs(30);
+
+/// `GET /analysis/{id}` until the upload's analysis is done (`202` meanwhile).
+async fn analysis_of_upload(client: &reqwest::Client, url: &str, id: &str, expect_faces: u64) -> Result<((), String)> {
+    let what = "GET /analysis/{id}";
+    let began = Instant::now();
+    loop {
+        let response = client.get(format!("{url}/analysis/{id}")).send().await.context("GET /analysis/{id}")?;
+        if response.status().as_u16() != 202 {
+            let body = json_response(response, what, 200).await?;
+            if body["status"] != "done" || body["fileKey"] != format!("uploads/{id}").as_str() {
+                bail!("{what}: expected the done result of uploads/{id}, got {body}");
+            }
+            let detail = check_analysis(&body, expect_faces, what)?;
+            return Ok(((), format!("{detail}, readable {} ms after the PUT", began.elapsed().as_millis())));
+        }
+        if began.elapsed() > ANALYSIS_WAIT {
+            bail!(
+                "{what}: still pending {} s after the upload; is the bucket's notification deployed?",
+                ANALYSIS_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks an analysis: `expect_faces` faces, each well formed, the astronaut's HAPPY.
+fn check_analysis(body: &Value, expect_faces: u64, what: &str) -> Result<String> {
+    let faces = body["faces"].as_array().ok_or_else(|| anyhow!("{what}: `faces` is not an array in {body}"))?;
     let detected =
-        body["facesDetected"].as_u64().ok_or_else(|| anyhow!("POST /analyze: `facesDetected` is missing in {body}"))?;
+        body["facesDetected"].as_u64().ok_or_else(|| anyhow!("{what}: `facesDetected` is missing in {body}"))?;
     if detected != faces.len() as u64 || detected != expect_faces {
-        bail!("POST /analyze found {detected} face(s), expected {expect_faces}: {body}");
+        bail!("{what} found {detected} face(s), expected {expect_faces}: {body}");
     }
     for face in faces {
-        check_face(face).with_context(|| format!("POST /analyze returned a malformed face in {body}"))?;
+        check_face(face).with_context(|| format!("{what} returned a malformed face in {body}"))?;
     }
     if expect_faces == 1 {
         let dominant = faces[0]["dominantEmotion"].as_str().unwrap_or("");
         if dominant != "HAPPY" {
-            bail!("POST /analyze: the astronaut's dominant emotion is {dominant:?}, expected HAPPY: {body}");
+            bail!("{what}: the astronaut's dominant emotion is {dominant:?}, expected HAPPY: {body}");
         }
-        return Ok(((), format!("1 face, dominant emotion HAPPY ({})", faces[0]["emotions"][0]["confidence"])));
+        return Ok(format!("1 face, dominant emotion HAPPY ({})", faces[0]["emotions"][0]["confidence"]));
     }
-    Ok(((), format!("{detected} faces")))
+    Ok(format!("{detected} faces"))
 }
 
 /// The response schema of one face.

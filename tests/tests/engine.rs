@@ -844,7 +844,8 @@ async fn drift_finds_changes_and_deletions_made_behind_the_tools_back_but_not_re
     assert_eq!(clean.mutations(), BTreeMap::new(), "drift only reads: {:?}", clean.calls);
 
     // Behind the tool's back: the same policy with its statements and actions reordered (no
-    // drift), a widened policy, a memory change, a deleted route.
+    // drift), a widened policy, a memory change, a deleted route, the bucket's notification
+    // emptied.
     let role = format!("{PREFIX}upload-url");
     let document = aws.iam.get_role_policy().role_name(&role).policy_name("least-privilege").send().await.unwrap();
     let text = document.policy_document();
@@ -886,10 +887,19 @@ async fn drift_finds_changes_and_deletions_made_behind_the_tools_back_but_not_re
         .await
         .unwrap();
 
+    aws.s3
+        .put_bucket_notification_configuration()
+        .bucket(UPLOAD_BUCKET)
+        .notification_configuration(aws_sdk_s3::types::NotificationConfiguration::builder().build())
+        .send()
+        .await
+        .unwrap();
+
     let drifted = xtask(&moto, &["drift", "--env", ENV]);
     assert_eq!(drifted.code(), Some(2), "drift exits 2:\n{}\n{}", drifted.stdout, drifted.stderr);
     let out = &drifted.stdout;
-    assert!(out.contains(&format!("Drift: {} in sync, 2 changed, 1 deleted.", STACK_SIZE - 3)), "{out}");
+    assert!(out.contains(&format!("Drift: {} in sync, 2 changed, 2 deleted.", STACK_SIZE - 4)), "{out}");
+    assert!(out.contains("- notification.uploads"), "a bucket that notifies nothing has no notification: {out}");
     assert!(out.contains("memory_mb: 256 (state) != 1024 (live)"), "{out}");
     assert!(out.contains("~ role.analyze") && out.contains("+ {\"Action\":[\"s3:*\"]"), "{out}");
     assert!(!out.contains("role.upload-url"), "a reordered policy is not drift: {out}");
@@ -910,25 +920,26 @@ async fn drift_finds_changes_and_deletions_made_behind_the_tools_back_but_not_re
         statuses,
         BTreeMap::from([
             ("function.analyze".to_owned(), "changed".to_owned()),
+            ("notification.uploads".to_owned(), "deleted".to_owned()),
             ("role.analyze".to_owned(), "changed".to_owned()),
             ("route.upload-url".to_owned(), "deleted".to_owned()),
         ])
     );
 
     // A refreshing deploy records what the cloud holds now, so its plan puts the
-    // configuration back: the memory, the policy, the route.
+    // configuration back: the memory, the policy, the route, the notification.
     let mut args = deploy_args(&build);
     args.push("--refresh");
     let repaired = xtask(&moto, &args);
     repaired.assert_success("deploy --refresh");
     assert!(
-        repaired.stdout.contains("1 no longer exist: route.upload-url; 2 were changed outside this tool: function.analyze (memory_mb), role.analyze (policy)"),
+        repaired.stdout.contains("2 no longer exist: notification.uploads, route.upload-url; 2 were changed outside this tool: function.analyze (memory_mb), role.analyze (policy)"),
         "{}",
         repaired.stdout
     );
     assert!(
-        repaired.stdout.contains("1 added, 3 changed"),
-        "the route, the function, its alias and the role: {}",
+        repaired.stdout.contains("2 added, 3 changed"),
+        "the route and the notification; the function, its alias and the role: {}",
         repaired.stdout
     );
     let clean = xtask(&moto, &["drift", "--env", ENV]);

@@ -251,7 +251,11 @@ async fn invoke_config(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Inputs
 }
 
 async fn notification(p: &AwsProvider, spec: &Spec<'_>, bucket: &str) -> Result<Option<Inputs>, ProviderError> {
-    let Some(notifications) = super::s3::get_notifications(p, spec, bucket).await? else { return Ok(None) };
+    // A bucket that notifies nothing has no notification to compare, as `find` says.
+    let Some(notifications) = super::s3::get_notifications(p, spec, bucket).await?.filter(|found| !found.is_empty())
+    else {
+        return Ok(None);
+    };
     Ok(Some(Inputs::from([
         ("bucket".to_owned(), json!(bucket)),
         ("lambda_functions".to_owned(), json!(notifications)),

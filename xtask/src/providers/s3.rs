@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 
+use aws_sdk_s3::operation::get_bucket_notification_configuration::GetBucketNotificationConfigurationOutput;
 use aws_sdk_s3::operation::put_bucket_notification_configuration::PutBucketNotificationConfigurationError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -478,7 +479,14 @@ pub(super) async fn get_notifications(
         Err(error) if unparsed_empty_configuration(&error) => return Ok(Some(Vec::new())),
         Err(error) => return Err(spec.api("GetBucketNotificationConfiguration", error)),
     };
-    let mut notifications: Vec<LambdaNotification> = found
+    let mut notifications = lambda_notifications(&found);
+    notifications.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Some(notifications))
+}
+
+/// The Lambda configurations of a bucket's notification configuration, in the stack's shape.
+pub fn lambda_notifications(found: &GetBucketNotificationConfigurationOutput) -> Vec<LambdaNotification> {
+    found
         .lambda_function_configurations()
         .iter()
         .map(|configuration| {
@@ -503,9 +511,23 @@ pub(super) async fn get_notifications(
                 suffix: rule(FilterRuleName::Suffix),
             }
         })
-        .collect();
-    notifications.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(Some(notifications))
+        .collect()
+}
+
+impl LambdaNotification {
+    /// Whether S3 notifies this configuration of an event named `event_name` (e.g.
+    /// `ObjectCreated:Put`) for `key` (decoded): one of its events names it, or its type with
+    /// `*`, and the key matches the prefix and suffix filters.
+    pub fn matches(&self, event_name: &str, key: &str) -> bool {
+        let named = self.events.iter().any(|event| {
+            let Some(event) = event.strip_prefix("s3:") else { return false };
+            match event.strip_suffix('*') {
+                Some(kind) => event_name.starts_with(kind),
+                None => event == event_name,
+            }
+        });
+        named && key.starts_with(&self.prefix) && key.ends_with(&self.suffix)
+    }
 }
 
 /// moto answers a bucket without a notification configuration with a 200 whose body is not

@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 
 use super::s3front::CreatedBy;
 use super::*;
-use crate::local::discovery::{function_of_uri, AsyncRetry, LambdaTarget};
+use crate::local::discovery::{function_of_uri, AsyncRetry};
+use crate::providers::s3::LambdaNotification;
 
 /// An object created through the local S3 endpoint.
 #[derive(Debug, Clone)]
@@ -94,7 +95,7 @@ impl DataPlane {
                 return;
             }
         };
-        let matching: Vec<LambdaTarget> =
+        let matching: Vec<LambdaNotification> =
             targets.into_iter().filter(|target| target.matches(creation.by.event_name(), &creation.key)).collect();
         for target in matching {
             let sequencer = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos() as u64);
@@ -107,7 +108,13 @@ impl DataPlane {
     }
 
     /// One asynchronous invocation with Lambda's retries.
-    async fn invoke_async(self: Arc<Self>, what: &str, target: &LambdaTarget, payload: Value, created: SystemTime) {
+    async fn invoke_async(
+        self: Arc<Self>,
+        what: &str,
+        target: &LambdaNotification,
+        payload: Value,
+        created: SystemTime,
+    ) {
         let Some((region, name, qualifier)) = function_of_uri(&target.function_arn) else {
             tracing::warn!("{what}: notification {} names no function: {}", target.id, target.function_arn);
             return;

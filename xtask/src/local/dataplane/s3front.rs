@@ -7,7 +7,6 @@
 //!
 //! Path-style requests only (`/<bucket>/<key>`), which is how the local functions address S3.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,7 +16,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::notify::Creation;
@@ -77,38 +76,9 @@ pub fn creation(
 
 impl DataPlane {
     pub(super) fn spawn_s3_listener(self: &Arc<Self>, listener: TcpListener) {
-        let plane = Arc::clone(self);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok(open) = Arc::clone(&plane.connections).acquire_owned().await else { return };
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!("accepting on the S3 endpoint: {error}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let plane = Arc::clone(&plane);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let plane = Arc::clone(&plane);
-                        async move { Ok::<_, Infallible>(plane.forward_s3(peer, request).await) }
-                    });
-                    let served = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .max_buf_size(CONNECTION_BUFFER_BYTES)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                    if let Err(error) = served {
-                        tracing::debug!("S3 connection from {peer}: {error}");
-                    }
-                    drop(open);
-                });
-            }
+        self.spawn_accept_loop(listener, "the S3 endpoint".to_owned(), |plane, peer, request| async move {
+            plane.forward_s3(peer, request).await
         });
-        self.listeners.lock().unwrap().push(task);
     }
 
     /// Forwards one request to the emulator and answers what it answers.

@@ -26,24 +26,39 @@ use super::*;
 
 impl DataPlane {
     pub(super) fn spawn_listener(self: &Arc<Self>, listener: TcpListener, port: u16) {
+        self.spawn_accept_loop(listener, format!("port {port}"), move |plane, peer, request| async move {
+            plane.handle(port, peer, request).await
+        });
+    }
+
+    /// Accepts connections on `listener` and serves each request with `serve`, over HTTP/1.1:
+    /// headers within [`HEADER_READ_TIMEOUT`], a [`CONNECTION_BUFFER_BYTES`] read buffer, and at
+    /// most [`MAX_CONNECTIONS`] open over every listener (more wait in the kernel's queue).
+    pub(super) fn spawn_accept_loop<F, Fut, B>(self: &Arc<Self>, listener: TcpListener, what: String, serve: F)
+    where
+        F: Fn(Arc<Self>, SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let plane = Arc::clone(self);
         let task = tokio::spawn(async move {
             loop {
-                // Over the bound, connections wait in the kernel's queue rather than here.
                 let Ok(open) = Arc::clone(&plane.connections).acquire_owned().await else { return };
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        tracing::warn!("accepting on port {port}: {error}");
+                        tracing::warn!("accepting on {what}: {error}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
-                let plane = Arc::clone(&plane);
+                let (plane, serve, what) = (Arc::clone(&plane), serve.clone(), what.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
-                        let plane = Arc::clone(&plane);
-                        async move { Ok::<_, Infallible>(plane.handle(port, peer, request).await) }
+                        let (plane, serve) = (Arc::clone(&plane), serve.clone());
+                        async move { Ok::<_, Infallible>(serve(plane, peer, request).await) }
                     });
                     let served = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -52,7 +67,7 @@ impl DataPlane {
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                     if let Err(error) = served {
-                        tracing::debug!("connection from {peer} on port {port}: {error}");
+                        tracing::debug!("connection from {peer} on {what}: {error}");
                     }
                     drop(open);
                 });

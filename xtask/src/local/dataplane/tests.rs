@@ -4,8 +4,9 @@ use serde_json::json;
 use super::cors::{add_cors_headers, preflight};
 use super::serving::{error_response, request_id};
 use super::*;
-use crate::local::discovery::{Cors, LambdaTarget};
+use crate::local::discovery::Cors;
 use crate::local::runtime::InvokeError;
+use crate::providers::s3::LambdaNotification;
 
 fn function() -> Function {
     Function {
@@ -177,7 +178,7 @@ fn an_s3_event_has_the_shape_s3_sends_to_lambda() {
 
 #[test]
 fn notifications_match_their_event_names_and_key_filters() {
-    let target = LambdaTarget {
+    let target = LambdaNotification {
         id: "analyze-jpg".to_owned(),
         function_arn: "arn:aws:lambda:us-east-1:123456789012:function:f:live".to_owned(),
         events: vec!["s3:ObjectCreated:*".to_owned()],
@@ -189,7 +190,7 @@ fn notifications_match_their_event_names_and_key_filters() {
     assert!(!target.matches("ObjectCreated:Put", "results/x.jpg"));
     assert!(!target.matches("ObjectCreated:Put", "uploads/x.png"));
     assert!(!target.matches("ObjectRemoved:Delete", "uploads/x.jpg"));
-    let put_only = LambdaTarget { events: vec!["s3:ObjectCreated:Put".to_owned()], ..target };
+    let put_only = LambdaNotification { events: vec!["s3:ObjectCreated:Put".to_owned()], ..target };
     assert!(put_only.matches("ObjectCreated:Put", "uploads/x.jpg"));
     assert!(!put_only.matches("ObjectCreated:Copy", "uploads/x.jpg"));
 }

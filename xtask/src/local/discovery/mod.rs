@@ -46,7 +46,7 @@ pub use apis::{
 };
 pub use functions::{content_addressed_sibling, moto_code_key, Code, Function};
 use functions::{function_of, list_functions, sdk_error};
-pub use notifications::{AsyncRetry, LambdaTarget};
+pub use notifications::AsyncRetry;
 
 impl Snapshot {
     /// The function an integration invokes, in the version its qualifier names.

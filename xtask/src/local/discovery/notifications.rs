@@ -5,33 +5,7 @@
 use anyhow::{anyhow, Result};
 
 use super::{emulator_config, ControlPlane};
-
-/// One `LambdaFunctionConfiguration` of a bucket's notification configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LambdaTarget {
-    pub id: String,
-    pub function_arn: String,
-    /// e.g. `s3:ObjectCreated:*`, `s3:ObjectCreated:Put`.
-    pub events: Vec<String>,
-    pub prefix: String,
-    pub suffix: String,
-}
-
-impl LambdaTarget {
-    /// Whether an event named `event_name` (e.g. `ObjectCreated:Put`) for `key` (decoded) is
-    /// notified: one of the events names it, or its type with `*`, and the key matches the
-    /// prefix and suffix filters.
-    pub fn matches(&self, event_name: &str, key: &str) -> bool {
-        let named = self.events.iter().any(|event| {
-            let Some(event) = event.strip_prefix("s3:") else { return false };
-            match event.strip_suffix('*') {
-                Some(kind) => event_name.starts_with(kind),
-                None => event == event_name,
-            }
-        });
-        named && key.starts_with(&self.prefix) && key.ends_with(&self.suffix)
-    }
-}
+use crate::providers::s3::{lambda_notifications, LambdaNotification};
 
 /// How Lambda retries an asynchronous invocation: Lambda's defaults unless configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +23,7 @@ impl Default for AsyncRetry {
 impl ControlPlane {
     /// The bucket's region and its Lambda notifications; none when the bucket is gone or
     /// notifies nothing.
-    pub async fn bucket_notifications(&self, bucket: &str) -> Result<(String, Vec<LambdaTarget>)> {
+    pub async fn bucket_notifications(&self, bucket: &str) -> Result<(String, Vec<LambdaNotification>)> {
         let location = self
             .s3
             .get_bucket_location()
@@ -78,32 +52,7 @@ impl ControlPlane {
                 ))
             }
         };
-        let targets = found
-            .lambda_function_configurations()
-            .iter()
-            .map(|configuration| {
-                let rule = |name: &str| {
-                    configuration
-                        .filter()
-                        .and_then(|filter| filter.key())
-                        .and_then(|key| {
-                            key.filter_rules()
-                                .iter()
-                                .find(|rule| rule.name().is_some_and(|found| found.as_str().eq_ignore_ascii_case(name)))
-                        })
-                        .and_then(|rule| rule.value())
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                LambdaTarget {
-                    id: configuration.id().unwrap_or_default().to_owned(),
-                    function_arn: configuration.lambda_function_arn().to_owned(),
-                    events: configuration.events().iter().map(|event| event.as_str().to_owned()).collect(),
-                    prefix: rule("prefix"),
-                    suffix: rule("suffix"),
-                }
-            })
-            .collect();
+        let targets = lambda_notifications(&found);
         Ok((region, targets))
     }
 

@@ -290,14 +290,15 @@ pub fn python() -> String {
 /// `function` name, `routeKey`, `rawPath`, `rawQueryString`, `method`, `stage`, `apiId`,
 /// `pathParameters`, `body`, `isBase64Encoded`, and `env` (the AWS and function variables).
 /// Query parameters steer it: `sleep=<seconds>` first sleeps, `exit=<code>` crashes the
-/// process (after printing `crashing on purpose` to stderr). Different tags are different
-/// code (a different `CodeSha256`).
+/// process (after printing `crashing on purpose` to stderr). An S3 notification is logged
+/// (`s3 event <eventName> <keys>`) and answered, or failed when a key contains `fail`.
+/// Different tags are different code (a different `CodeSha256`).
 pub fn echo_bootstrap(tag: &str) -> Vec<u8> {
     const SCRIPT: &str = r#"
 import json, os, sys, time, urllib.request
 api = os.environ["AWS_LAMBDA_RUNTIME_API"]
 base = (api if "://" in api else "http://" + api) + "/2018-06-01/runtime"
-KEYS = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_REKOGNITION", "AWS_REGION", "AWS_ACCESS_KEY_ID",
+KEYS = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_REKOGNITION", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY", "S3_FORCE_PATH_STYLE", "UPLOAD_BUCKET", "UPLOAD_URL_EXPIRY_SECONDS",
         "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
 print("echo bootstrap", TAG, "starting, pid", os.getpid(), flush=True)
@@ -305,6 +306,19 @@ while True:
     with urllib.request.urlopen(base + "/invocation/next") as response:
         request_id = response.headers["Lambda-Runtime-Aws-Request-Id"]
         event = json.loads(response.read())
+    if "Records" in event:
+        # An S3 notification: logged (for counting), and failed when a key asks for it.
+        keys = [record["s3"]["object"]["key"] for record in event["Records"]]
+        print("s3 event", event["Records"][0]["eventName"], " ".join(keys), flush=True)
+        if any("fail" in key for key in keys):
+            request = urllib.request.Request(base + "/invocation/" + request_id + "/error",
+                                             data=json.dumps({"errorType": "Failed", "errorMessage": "asked to fail"}).encode(),
+                                             method="POST")
+        else:
+            request = urllib.request.Request(base + "/invocation/" + request_id + "/response",
+                                             data=json.dumps({"handled": keys}).encode(), method="POST")
+        urllib.request.urlopen(request).read()
+        continue
     query = event.get("queryStringParameters") or {}
     if "sleep" in query:
         time.sleep(float(query["sleep"]))

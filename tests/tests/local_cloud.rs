@@ -583,3 +583,61 @@ async fn requests_beyond_the_stage_burst_are_throttled_with_api_gateways_answer(
     assert!(statuses.iter().all(|status| *status == 200 || *status == 429), "{statuses:?}");
     assert!(cloud.log("dataplane.log").contains("(throttled by the stage)"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_created_through_the_local_s3_endpoint_invoke_the_notified_function_with_its_retries() {
+    let moto = Moto::start().unwrap();
+    let dir = scratch("notifies");
+    let cloud = LocalCloud::new("notifies", moto.endpoint());
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    cloud.run("up");
+    // The stack notifies analyze of uploads/*.jpg and *.png, retried twice.
+    deploy(&moto, "local", &echo_manifest(&dir, "v1"));
+    let echo = eventually(Duration::from_secs(20), "the deployed local API", || async {
+        let answer = get(&client, &cloud.url("/upload-url")).await;
+        (answer.status == 200).then_some(answer.json)
+    })
+    .await;
+    // The functions' S3 endpoint is the data plane's, not the emulator.
+    let s3 = echo["env"]["AWS_ENDPOINT_URL_S3"].as_str().expect("functions get an S3 endpoint").to_owned();
+    assert_ne!(s3, moto.endpoint());
+    let bucket = echo["env"]["UPLOAD_BUCKET"].as_str().unwrap().to_owned();
+    let put = |key: &str| {
+        let url = format!("{s3}/{bucket}/{key}");
+        let client = client.clone();
+        async move {
+            let response = client.put(&url).header("content-type", "image/jpeg").body("bytes").send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200, "PUT {url}");
+        }
+    };
+    let events = |key: &'static str| {
+        let log = cloud.log("logs/image-analyzer-local-analyze.log");
+        log.lines().filter(|line| line.contains("s3 event ObjectCreated:Put") && line.ends_with(key)).count()
+    };
+
+    // Objects the notification does not cover invoke nothing; an upload invokes analyze once.
+    put("results/a.json").await;
+    put("uploads/a.txt").await;
+    put("uploads/a+b.jpg").await;
+    eventually(Duration::from_secs(20), "the upload's event", || async {
+        (events("uploads/a%2Bb.jpg") == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = cloud.log("logs/image-analyzer-local-analyze.log");
+    assert_eq!(log.matches("s3 event").count(), 1, "only the upload was notified, with its key encoded:\n{log}");
+    // Through the data plane, the object is in the emulator as sent.
+    let s3_client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto.sdk_config().await).force_path_style(true).build(),
+    );
+    let stored = s3_client.get_object().bucket(&bucket).key("uploads/a.txt").send().await.expect("GetObject");
+    assert_eq!(&stored.body.collect().await.unwrap().into_bytes()[..], b"bytes");
+
+    // A failing invocation is tried 1 + 2 times (the invoke configuration's retries), then dropped.
+    put("uploads/fail.jpg").await;
+    eventually(Duration::from_secs(30), "the retries", || async {
+        cloud.log("dataplane.log").contains("dropped after 3 attempts").then_some(())
+    })
+    .await;
+    assert_eq!(events("uploads/fail.jpg"), 3, "{}", cloud.log("logs/image-analyzer-local-analyze.log"));
+}

@@ -319,6 +319,15 @@ fn knowing(p: &AwsProvider, zips: &[&LambdaZip]) -> AwsProvider {
 }
 
 /// An artifact bucket and an execution role, as a deploy creates them before functions.
+/// `p`, knowing a zip, after creating a function `name` (with its role) from it.
+async fn with_function(p: &AwsProvider, name: &str) -> AwsProvider {
+    let role_arn = function_prerequisites(p, name).await;
+    let zip = LambdaZip::new(b"bytes");
+    let p = knowing(p, &[&zip]);
+    p.create(Kind::Function, name, &function_inputs(name, &role_arn, &zip)).await.unwrap();
+    p
+}
+
 async fn function_prerequisites(p: &AwsProvider, role: &str) -> String {
     p.clients.s3.create_bucket().bucket(ARTIFACTS).send().await.unwrap();
     let created = p.create(Kind::Role, role, &role_inputs(role)).await.unwrap();
@@ -499,12 +508,7 @@ async fn creating_a_function_waits_for_its_role_to_become_assumable() {
 async fn permission_lifecycle() {
     let moto = Moto::start().unwrap();
     let p = provider(&moto, "us-east-1").await;
-    let role_arn = function_prerequisites(&p, "ia-test-upload-url").await;
-    let zip = LambdaZip::new(b"bytes");
-    let p = knowing(&p, &[&zip]);
-    p.create(Kind::Function, "ia-test-upload-url", &function_inputs("ia-test-upload-url", &role_arn, &zip))
-        .await
-        .unwrap();
+    let p = with_function(&p, "ia-test-upload-url").await;
     let name = "ia-test-upload-url-invoke-get";
     let inputs = inputs(json!({
         "function_name": "ia-test-upload-url",
@@ -545,10 +549,7 @@ async fn permission_lifecycle() {
 async fn s3_permission_names_the_bucket_and_the_account() {
     let moto = Moto::start().unwrap();
     let p = provider(&moto, "us-east-1").await;
-    let role_arn = function_prerequisites(&p, "ia-test-analyze").await;
-    let zip = LambdaZip::new(b"bytes");
-    let p = knowing(&p, &[&zip]);
-    p.create(Kind::Function, "ia-test-analyze", &function_inputs("ia-test-analyze", &role_arn, &zip)).await.unwrap();
+    let p = with_function(&p, "ia-test-analyze").await;
     let inputs = inputs(json!({
         "function_name": "ia-test-analyze",
         "statement_id": "s3-uploads-analyze",
@@ -567,10 +568,7 @@ async fn s3_permission_names_the_bucket_and_the_account() {
 async fn event_invoke_config_lifecycle() {
     let moto = Moto::start().unwrap();
     let p = provider(&moto, "us-east-1").await;
-    let role_arn = function_prerequisites(&p, "ia-test-analyze").await;
-    let zip = LambdaZip::new(b"bytes");
-    let p = knowing(&p, &[&zip]);
-    p.create(Kind::Function, "ia-test-analyze", &function_inputs("ia-test-analyze", &role_arn, &zip)).await.unwrap();
+    let p = with_function(&p, "ia-test-analyze").await;
     let name = "ia-test-analyze:live";
     let inputs = inputs(json!({
         "function_name": "ia-test-analyze",

@@ -533,7 +533,7 @@ impl LambdaNotification {
 /// moto answers a bucket without a notification configuration with a 200 whose body is not
 /// a `NotificationConfiguration`, which the SDK cannot parse; AWS answers an empty one. A 200
 /// that names no function configuration means none.
-fn unparsed_empty_configuration<E>(error: &CallError<E>) -> bool {
+pub(crate) fn unparsed_empty_configuration<E>(error: &CallError<E>) -> bool {
     let Some(raw) = error.raw_response() else { return false };
     let body = raw.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
     raw.status().as_u16() == 200 && !body.contains("FunctionConfiguration")

@@ -105,7 +105,7 @@ impl DataPlane {
         };
         let etag = response.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
         // CompleteMultipartUpload can fail with 200 and an error document: read it first.
-        let response = if by == CreatedBy::CompleteMultipartUpload {
+        let (response, created) = if by == CreatedBy::CompleteMultipartUpload {
             let (parts, body) = response.into_parts();
             let body = match body.collect().await {
                 Ok(collected) => collected.to_bytes(),
@@ -115,23 +115,21 @@ impl DataPlane {
                 }
             };
             let completed = String::from_utf8_lossy(&body).contains("CompleteMultipartUploadResult");
-            let response = Response::from_parts(parts, full_body(body));
-            if !completed {
-                return response;
-            }
-            response
+            (Response::from_parts(parts, full_body(body)), completed)
         } else {
-            response.map(BodyExt::boxed)
+            (response.map(BodyExt::boxed), true)
         };
-        self.announce(Creation {
-            bucket,
-            key,
-            by,
-            size: size.unwrap_or(0),
-            etag,
-            source_ip: peer.ip().to_string(),
-            time: SystemTime::now(),
-        });
+        if created {
+            self.announce(Creation {
+                bucket,
+                key,
+                by,
+                size: size.unwrap_or(0),
+                etag,
+                source_ip: peer.ip().to_string(),
+                time: SystemTime::now(),
+            });
+        }
         response
     }
 

@@ -69,6 +69,7 @@ struct RegionClients {
     region: String,
     apigateway: aws_sdk_apigatewayv2::Client,
     lambda: aws_sdk_lambda::Client,
+    s3: aws_sdk_s3::Client,
 }
 
 /// The emulator's control planes, across the regions environments deploy to.
@@ -90,6 +91,11 @@ pub async fn emulator_config(endpoint: &str, region: &str) -> SdkConfig {
         .await
 }
 
+/// An S3 client for the emulator, which serves buckets path-style.
+fn path_style_s3(config: &SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build())
+}
+
 impl ControlPlane {
     /// Clients for `regions` (deduplicated; `us-east-1` when empty) of the emulator at
     /// `endpoint`.
@@ -105,13 +111,12 @@ impl ControlPlane {
             clients.push(RegionClients {
                 apigateway: aws_sdk_apigatewayv2::Client::new(&config),
                 lambda: aws_sdk_lambda::Client::new(&config),
+                s3: path_style_s3(&config),
                 region,
             });
         }
-        let s3_config = aws_sdk_s3::config::Builder::from(&emulator_config(endpoint, DEFAULT_REGION).await)
-            .force_path_style(true)
-            .build();
-        Self { endpoint: endpoint.to_owned(), regions: clients, s3: aws_sdk_s3::Client::from_conf(s3_config) }
+        let s3 = path_style_s3(&emulator_config(endpoint, DEFAULT_REGION).await);
+        Self { endpoint: endpoint.to_owned(), regions: clients, s3 }
     }
 
     pub fn endpoint(&self) -> &str {

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, Result};
 
 use super::{emulator_config, ControlPlane};
-use crate::providers::s3::{lambda_notifications, LambdaNotification};
+use crate::providers::s3::{lambda_notifications, unparsed_empty_configuration, LambdaNotification};
 
 /// How Lambda retries an asynchronous invocation: Lambda's defaults unless configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +35,15 @@ impl ControlPlane {
             None | Some("") => super::DEFAULT_REGION.to_owned(),
             Some(region) => region.to_owned(),
         };
-        let config = aws_sdk_s3::config::Builder::from(&emulator_config(&self.endpoint, &region).await)
-            .force_path_style(true)
-            .build();
-        let s3 = aws_sdk_s3::Client::from_conf(config);
+        // The bucket's region's client (made once), or one made now for a region no
+        // environment deploys to.
+        let s3 = match self.regions.iter().find(|clients| clients.region == region) {
+            Some(clients) => clients.s3.clone(),
+            None => super::path_style_s3(&emulator_config(&self.endpoint, &region).await),
+        };
         let found = match s3.get_bucket_notification_configuration().bucket(bucket).send().await {
             Ok(found) => found,
-            // moto answers a bucket without a configuration with a 200 the SDK cannot parse.
-            Err(error) if error.raw_response().is_some_and(|raw| raw.status().as_u16() == 200) => {
-                return Ok((region, Vec::new()))
-            }
+            Err(error) if unparsed_empty_configuration(&error) => return Ok((region, Vec::new())),
             Err(error) => {
                 return Err(anyhow!(
                     "S3 GetBucketNotificationConfiguration {bucket}: {}",

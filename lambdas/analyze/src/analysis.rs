@@ -6,7 +6,7 @@ use aws_sdk_rekognition::config::http::HttpResponse;
 use aws_sdk_rekognition::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_rekognition::operation::detect_faces::DetectFacesError;
 use aws_sdk_rekognition::types::{Attribute, FaceDetail, Image, S3Object};
-use aws_sdk_s3::operation::head_object::HeadObjectError;
+use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -134,18 +134,10 @@ pub async fn analyze(deps: &Deps, file_key: &str) -> Result<Analysis, Failure> {
 /// HeadObject before DetectFaces: a missing, oversized or non-image object gets a precise
 /// answer instead of Rekognition's generic one, and costs no Rekognition call.
 async fn check_object(deps: &Deps, file_key: &str) -> Result<(), Failure> {
-    let head = deps.s3.head_object().bucket(&deps.config.bucket).key(file_key).send().await;
-    let head = match head {
-        Ok(head) => head,
-        Err(SdkError::ServiceError(error)) if is_missing(error.err(), error.raw().status().as_u16()) => {
-            return Err(Failure::Missing(ApiError::not_found(format!(
-                "no image at fileKey {file_key:?}; upload it first with the URL from GET /upload-url"
-            ))));
-        }
-        Err(error) => {
-            tracing::error!(error = %DisplayErrorContext(&error), file_key, "HeadObject failed");
-            return Err(Failure::Transient(ApiError::upstream()));
-        }
+    let Some(head) = head(deps, file_key).await.map_err(Failure::Transient)? else {
+        return Err(Failure::Missing(ApiError::not_found(format!(
+            "no image at fileKey {file_key:?}; upload it first with the URL from GET /upload-url"
+        ))));
     };
     let size = head.content_length().unwrap_or(0);
     if size > MAX_IMAGE_BYTES {
@@ -167,9 +159,14 @@ async fn check_object(deps: &Deps, file_key: &str) -> Result<(), Failure> {
 
 /// Whether an object exists at `file_key`.
 pub async fn upload_exists(deps: &Deps, file_key: &str) -> Result<bool, ApiError> {
+    Ok(head(deps, file_key).await?.is_some())
+}
+
+/// HeadObject of `file_key`; `None` when there is no object. Only a failure to ask is an error.
+async fn head(deps: &Deps, file_key: &str) -> Result<Option<HeadObjectOutput>, ApiError> {
     match deps.s3.head_object().bucket(&deps.config.bucket).key(file_key).send().await {
-        Ok(_) => Ok(true),
-        Err(SdkError::ServiceError(error)) if is_missing(error.err(), error.raw().status().as_u16()) => Ok(false),
+        Ok(head) => Ok(Some(head)),
+        Err(SdkError::ServiceError(error)) if is_missing(error.err(), error.raw().status().as_u16()) => Ok(None),
         Err(error) => {
             tracing::error!(error = %DisplayErrorContext(&error), file_key, "HeadObject failed");
             Err(ApiError::upstream())

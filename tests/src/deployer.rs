@@ -27,10 +27,12 @@ pub const STATE_PREFIX: &str = "image-analyzer";
 pub const PREFIX: &str = "image-analyzer-local-";
 pub const API_NAME: &str = "image-analyzer-local-api";
 pub const UPLOAD_BUCKET: &str = "image-analyzer-local-uploads-123456789012";
-pub const FUNCTIONS: [&str; 2] = ["upload-url", "analyze"];
-/// bucket, API, stage, and per function: role, log group, function, integration, route,
-/// permission.
-pub const STACK_SIZE: usize = 22;
+/// Every function of `xtask::functions::FUNCTIONS`, by name.
+pub const FUNCTIONS: [&str; 3] = ["upload-url", "analyze", "web"];
+/// bucket, API, stage; per function a role, log group, function, alias and integration
+/// (5 x 3); per route a route and a permission (2 x 4); analyze's S3 permission and invoke
+/// configuration; the bucket's notification.
+pub const STACK_SIZE: usize = 29;
 
 // ---------------------------------------------------------------------------------------
 // Synthetic builds
@@ -51,6 +53,8 @@ impl Build {
 /// (absolute zip paths). `analyze_version` changes the analyze zip's bytes, hence its hash;
 /// the upload-url zip is always the same bytes at the same path.
 pub fn synthetic_build(dir: &Path, analyze_version: u32) -> Build {
+    let names: Vec<&str> = xtask::functions::FUNCTIONS.iter().map(|function| function.name).collect();
+    assert_eq!(names, FUNCTIONS, "the synthetic build has every function");
     let mut functions = BTreeMap::new();
     for function in FUNCTIONS {
         let version = if function == "analyze" { analyze_version } else { 0 };
@@ -438,15 +442,15 @@ pub async fn assert_converged(aws: &Aws) {
     assert_eq!(inventory.api_names, [API_NAME], "exactly one API, named {API_NAME}");
     for (kind, expected) in [
         ("bucket", 1),
-        ("role", 2),
-        ("log_group", 2),
-        ("function", 2),
-        ("alias", 2),
+        ("role", 3),
+        ("log_group", 3),
+        ("function", 3),
+        ("alias", 3),
         ("http_api", 1),
-        ("integration", 2),
-        ("route", 3),
+        ("integration", 3),
+        ("route", 4),
         ("stage", 1),
-        ("permission", 4),
+        ("permission", 5),
         ("event_invoke_config", 1),
         ("bucket_notification", 1),
     ] {

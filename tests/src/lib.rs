@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 
 pub mod deployer;
 pub mod fault;
+pub mod local_cloud;
 
 /// The workspace root, from this crate's location.
 pub fn workspace_root() -> PathBuf {
@@ -56,12 +57,17 @@ impl EmulatorKind {
         }
     }
 
+    /// The deployer's name for it.
+    pub fn xtask_kind(self) -> xtask::config::EmulatorKind {
+        match self {
+            Self::Moto => xtask::config::EmulatorKind::Moto,
+            Self::MiniStack => xtask::config::EmulatorKind::MiniStack,
+        }
+    }
+
     /// Its server in the project's virtualenv.
     fn program(self) -> &'static str {
-        match self {
-            Self::Moto => "moto_server",
-            Self::MiniStack => "ministack",
-        }
+        self.xtask_kind().program()
     }
 }
 
@@ -101,31 +107,13 @@ impl Emulator {
         std::fs::create_dir_all(&log_dir)?;
         let log = log_dir.join(format!("{}-{port}.log", kind.program()));
         let log_file = std::fs::File::create(&log)?;
-        let mut command = Command::new(&server);
-        let mut scratch = None;
-        match kind {
-            EmulatorKind::Moto => {
-                command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-            }
-            EmulatorKind::MiniStack => {
-                let dir = log_dir.join(format!("ministack-{port}"));
-                std::fs::create_dir_all(&dir)?;
-                command
-                    .env("BIND_HOST", "127.0.0.1")
-                    .env("GATEWAY_PORT", port.to_string())
-                    .env("MINISTACK_REGION", "us-east-1")
-                    // moto's account, so that both emulators name resources alike.
-                    .env("MINISTACK_ACCOUNT_ID", "123456789012")
-                    // Functions only in Docker, which `DOCKER_HOST` below keeps away.
-                    .env("LAMBDA_STRICT", "1")
-                    .env("IOT_MTLS_ENABLED", "0")
-                    .env("SFTP_ENABLED", "0")
-                    .env("TMPDIR", &dir);
-                scratch = Some(dir);
-            }
+        let dir = log_dir.join(format!("ministack-{port}"));
+        let scratch = (kind == EmulatorKind::MiniStack).then(|| dir.clone());
+        if let Some(dir) = &scratch {
+            std::fs::create_dir_all(dir)?;
         }
-        // Never run deployed code (on a bucket notification): the local data plane does.
-        command.env("DOCKER_HOST", xtask::local::emulator::NO_DOCKER);
+        let mut command =
+            xtask::local::emulator::launch(kind.xtask_kind(), &server, SocketAddr::from(([127, 0, 0, 1], port)), &dir);
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

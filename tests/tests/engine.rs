@@ -92,7 +92,13 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
     let cors = aws.s3.get_bucket_cors().bucket(UPLOAD_BUCKET).send().await.expect("GetBucketCors");
     assert_eq!(cors.cors_rules().len(), 1, "{cors:?}");
     let cors_rule = &cors.cors_rules()[0];
-    assert_eq!(cors_rule.allowed_origins(), ["*"], "cors_allowed_origins of local.yaml");
+    let api_endpoint = state.resources[&ResourceId::from("api")].outputs["endpoint"].as_str().unwrap().to_owned();
+    assert!(api_endpoint.starts_with("http"), "the API's endpoint: {api_endpoint}");
+    assert_eq!(
+        cors_rule.allowed_origins(),
+        [api_endpoint.as_str(), "http://127.0.0.1:3000", "http://localhost:3000"],
+        "the API's own origins (local.yaml lists none), where the page is served"
+    );
     assert!(cors_rule.allowed_methods().iter().any(|method| method == "PUT"), "browsers may PUT: {cors_rule:?}");
 
     // The roles: Lambda may assume them; each grants exactly its function's needs.
@@ -109,6 +115,7 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
                 ("s3:PutObject".to_owned(), results.clone()),
             ],
         ),
+        ("web", vec![]),
     ] {
         let role_name = format!("{PREFIX}{function}");
         let role = aws.iam.get_role().role_name(&role_name).send().await.expect("GetRole");
@@ -169,7 +176,7 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
 
     // The functions: the build's code, their own role, sized as configured.
     let api_id = state.resources[&ResourceId::from("api")].physical_id.clone();
-    for (function, memory, timeout) in [("upload-url", 128, 5), ("analyze", 256, 10)] {
+    for (function, memory, timeout) in [("upload-url", 128, 5), ("analyze", 256, 10), ("web", 128, 3)] {
         let name = format!("{PREFIX}{function}");
         let config = aws
             .lambda
@@ -192,15 +199,18 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
             Some(build.artifact(function).sha256_base64.as_str()),
             "{function} runs the build"
         );
-        let variables =
-            config.environment().and_then(|environment| environment.variables()).expect("environment variables");
-        assert_eq!(variables.get("UPLOAD_BUCKET").map(String::as_str), Some(UPLOAD_BUCKET));
+        let variables = config.environment().and_then(|environment| environment.variables());
+        let bucket = variables.and_then(|variables| variables.get("UPLOAD_BUCKET")).map(String::as_str);
+        assert_eq!(bucket, (function != "web").then_some(UPLOAD_BUCKET), "{function} reads the bucket's name");
 
         // Its invoke permissions, on the `live` alias, one per route, each naming this API and
         // the route.
         let statements = aws.permission_statements(&name, Some("live")).await;
-        let routes: &[&str] =
-            if function == "analyze" { &["POST/analyze", "GET/analysis/*"] } else { &["GET/upload-url"] };
+        let routes: &[&str] = match function {
+            "analyze" => &["POST/analyze", "GET/analysis/*"],
+            "upload-url" => &["GET/upload-url"],
+            _ => &["GET/"],
+        };
         let from_s3 = usize::from(function == "analyze");
         assert_eq!(statements.len(), routes.len() + from_s3, "{statements:?}");
         for route in routes {
@@ -273,7 +283,7 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
         .expect("GetFunctionEventInvokeConfig");
     assert_eq!((config.maximum_retry_attempts(), config.maximum_event_age_in_seconds()), (Some(2), Some(3600)));
 
-    // The API: Lambda proxy integrations with payload 2.0, the two routes, $default auto-deploying.
+    // The API: Lambda proxy integrations with payload 2.0, the routes, $default auto-deploying.
     let integrations = aws.apigateway.get_integrations().api_id(&api_id).send().await.unwrap();
     let mut integration_of = BTreeMap::new();
     for integration in integrations.items() {
@@ -286,7 +296,7 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
             .unwrap_or_else(|| panic!("the integration targets a function's live alias: {uri}"));
         integration_of.insert(function, integration.integration_id().unwrap().to_owned());
     }
-    assert_eq!(integration_of.len(), 2, "one integration per function");
+    assert_eq!(integration_of.len(), 3, "one integration per function");
     let routes = aws.apigateway.get_routes().api_id(&api_id).send().await.unwrap();
     let routes: BTreeMap<String, Option<String>> = routes
         .items()
@@ -296,6 +306,7 @@ async fn deploy_from_empty_creates_exactly_the_recorded_stack_private_and_least_
     assert_eq!(
         routes,
         BTreeMap::from([
+            ("GET /".to_owned(), Some(format!("integrations/{}", integration_of["web"]))),
             ("GET /analysis/{id}".to_owned(), Some(format!("integrations/{}", integration_of["analyze"]))),
             ("GET /upload-url".to_owned(), Some(format!("integrations/{}", integration_of["upload-url"]))),
             ("POST /analyze".to_owned(), Some(format!("integrations/{}", integration_of["analyze"]))),

@@ -6,36 +6,13 @@
 //! Needs the release build (`cargo xtask test` builds it before running the tests) and npm
 //! for the face models.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{free_loopback_port, workspace_root, xtask_bin};
+use e2e::local_cloud::{ok, LocalCloud};
+use e2e::workspace_root;
 use serde_json::Value;
-
-/// Runs `xtask` with the local cloud in `state_dir`, on the given ports.
-fn xtask(state_dir: &Path, endpoint: &str, api_port: u16, args: &[&str]) -> Output {
-    let bin = xtask_bin();
-    assert!(bin.exists(), "{} does not exist; run the tests with `cargo xtask test`", bin.display());
-    Command::new(bin)
-        .args(args)
-        .current_dir(workspace_root())
-        .env("XTASK_LOCAL_STATE_DIR", state_dir)
-        .env("XTASK_LOCAL_API_PORT", api_port.to_string())
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .stdin(Stdio::null())
-        .output()
-        .expect("xtask runs")
-}
-
-fn ok(output: Output, what: &str) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{what} failed ({}):\n{stdout}\n{stderr}", output.status);
-    stdout
-}
 
 /// The shell block between the README's seed-procedure markers.
 fn seed_procedure() -> String {
@@ -47,26 +24,9 @@ fn seed_procedure() -> String {
     body.to_owned()
 }
 
-fn pids_in(state_dir: &Path) -> Vec<u32> {
-    ["moto.pid", "dataplane.pid", "face.pid"]
-        .iter()
-        .filter_map(|file| std::fs::read_to_string(state_dir.join(file)).ok())
-        .filter_map(|text| text.lines().next().and_then(|line| line.trim().parse().ok()))
-        .collect()
-}
-
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
-}
-
-/// Runs `local down` when dropped, so that a failing test leaves no process behind.
-struct Down<'a, F: Fn(&[&str]) -> Output>(&'a F);
-
-impl<F: Fn(&[&str]) -> Output> Drop for Down<'_, F> {
-    fn drop(&mut self) {
-        (self.0)(&["local", "down"]);
-    }
 }
 
 #[test]
@@ -81,27 +41,14 @@ fn the_local_cloud_on_ministack_runs_the_real_product_end_to_end() {
 
 /// The whole product on a local cloud started on `emulator`.
 fn product_end_to_end(emulator: &str) {
-    let manifest = workspace_root().join("target/lambda/manifest.json");
-    assert!(manifest.exists(), "no release build at {}; run the tests with `cargo xtask test`", manifest.display());
-    let state = tempfile::tempdir().unwrap();
-    let state_dir: PathBuf = state.path().to_path_buf();
-    // The face models are large to fetch: share the project's cache when it has them.
-    let cached = workspace_root().join("target/local/models");
-    if cached.exists() {
-        std::os::unix::fs::symlink(&cached, state_dir.join("models")).unwrap();
-    }
-    let endpoint = format!("http://127.0.0.1:{}", free_loopback_port());
-    let api_port = free_loopback_port();
-    let api = format!("http://127.0.0.1:{api_port}");
-    let run = |args: &[&str]| xtask(&state_dir, &endpoint, api_port, args);
-
     // 1. local up: the emulator, the face service and the data plane; brought down even if
     // the test fails midway.
-    let _down = Down(&run);
-    let up = ok(run(&["local", "up", "--endpoint", &endpoint, "--emulator", emulator]), "local up");
+    let (cloud, up) = LocalCloud::up(emulator);
+    let (api, state_dir) = (cloud.api.clone(), cloud.state_dir());
+    let run = |args: &[&str]| cloud.run(args);
     assert!(up.contains("face") && up.contains("started"), "{up}");
     assert!(up.lines().any(|line| line.starts_with(emulator) && line.contains("healthy")), "{emulator} runs:\n{up}");
-    let pids = pids_in(&state_dir);
+    let pids = cloud.pids();
     assert_eq!(pids.len(), 3, "emulator, face and data plane pid files: {pids:?}\n{up}");
     // (pids[0] is the emulator's: pids_in reads moto.pid first.)
 
@@ -137,7 +84,7 @@ fn product_end_to_end(emulator: &str) {
     assert!(analysis["faces"][0]["position"]["Width"].as_f64().is_some(), "{analysis:#}");
 
     // 5. every upload is analysed with no further call: the upload's own notification.
-    uploads_are_analysed_without_a_second_call(&api, &state_dir);
+    uploads_are_analysed_without_a_second_call(&api, state_dir);
 
     // 6. the emulator hangs (SIGSTOP): analyze's S3 call gives up inside the function's
     // timeout and the client gets the project's JSON error, not API Gateway's bare 503.
@@ -166,7 +113,7 @@ fn product_end_to_end(emulator: &str) {
     for pid in pids {
         assert!(!alive(pid), "process {pid} is still running after `local down`");
     }
-    assert!(pids_in(&state_dir).is_empty(), "pid files are removed");
+    assert!(cloud.pids().is_empty(), "pid files are removed");
 }
 
 /// `curl` with `args`; the body and the status.

@@ -117,6 +117,16 @@ pub const FUNCTIONS: &[Function] = &[
         // Lambda's own default of 3 s is too tight for DetectFaces.
         default_timeout_seconds: 10,
     },
+    Function {
+        // The page people use (lambdas/web): static, embedded in the binary, no AWS access.
+        name: "web",
+        routes: &[Route { name: "page", method: Method::Get, path: "/" }],
+        triggers: &[],
+        capabilities: &[],
+        settings: &[],
+        default_memory_mb: 128,
+        default_timeout_seconds: 3,
+    },
 ];
 
 #[cfg(test)]
@@ -128,6 +138,13 @@ mod tests {
         let route = Route { name: "analysis", method: Method::Get, path: "/analysis/{id}" };
         assert_eq!(route.key(), "GET /analysis/{id}");
         assert_eq!(route.arn_path(), "/analysis/*");
+    }
+
+    #[test]
+    fn the_root_route_is_the_root_in_execute_api_arns() {
+        let route = Route { name: "page", method: Method::Get, path: "/" };
+        assert_eq!(route.key(), "GET /");
+        assert_eq!(route.arn_path(), "/");
     }
 
     #[test]

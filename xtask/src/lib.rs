@@ -13,6 +13,7 @@ pub mod arch;
 pub mod artifact;
 pub mod aws;
 pub mod bench;
+pub mod browser;
 pub mod calls;
 pub mod cmd;
 pub mod config;

@@ -65,7 +65,12 @@ impl Session {
     /// The resources this environment should have, from the current build.
     pub fn desired(&self, account_id: &str, manifest: &Manifest) -> Result<Vec<Resource>> {
         let tls = crate::aws::uses_tls(&self.env);
-        Ok(stack::resources(&Context { env: &self.env, account_id, manifest, tls })?)
+        let local_api_url = match crate::aws::endpoint(&self.env).filter(|url| crate::aws::is_local_endpoint(url)) {
+            Some(endpoint) => Some(crate::local::cloud::api_url_for(&endpoint)?),
+            None => None,
+        };
+        let cx = Context { env: &self.env, account_id, manifest, tls, local_api_url: local_api_url.as_deref() };
+        Ok(stack::resources(&cx)?)
     }
 
     /// The AWS provider, with the artifact store in the state bucket and, when given, the

@@ -44,6 +44,9 @@ pub struct Context<'a> {
     pub manifest: &'a Manifest,
     /// Whether requests reach the cloud over TLS (see [`crate::aws::uses_tls`]).
     pub tls: bool,
+    /// Where the local cloud's data plane serves the API (`http://127.0.0.1:<port>`), when
+    /// the environment runs on this machine.
+    pub local_api_url: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,7 +109,7 @@ pub fn resources(cx: &Context<'_>) -> Result<Vec<Resource>, StackError> {
 fn bucket(cx: &Context<'_>) -> Resource {
     let bucket = Resource::new("bucket.uploads", Kind::Bucket, cx.bucket_name())
         .input("name", cx.bucket_name())
-        .input("cors_allowed_origins", json!(cx.env.cors_allowed_origins))
+        .input("cors_allowed_origins", json!(upload_origins(cx)))
         .input("uploads_expire_after_days", cx.env.uploads_expire_after_days)
         // Results go with the uploads they describe.
         .input("expire_prefixes", json!([RESULTS_PREFIX, UPLOAD_PREFIX]))
@@ -117,6 +120,35 @@ fn bucket(cx: &Context<'_>) -> Resource {
     } else {
         bucket
     }
+}
+
+/// The origins a browser may upload from: the environment's own, plus the API's, where the
+/// page (`GET /`) is served. `*` already allows everything and stays alone.
+pub fn upload_origins(cx: &Context<'_>) -> Vec<String> {
+    let mut origins = cx.env.cors_allowed_origins.clone();
+    if origins.iter().any(|origin| origin == "*") {
+        return origins;
+    }
+    for origin in api_origins(cx) {
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    origins
+}
+
+/// The origins the API answers on: its endpoint, and on the local cloud the data plane that
+/// serves it on this machine, by address and by name.
+fn api_origins(cx: &Context<'_>) -> Vec<String> {
+    let mut origins = vec![Reference::to("api", "endpoint")];
+    if let Some(url) = cx.local_api_url {
+        let url = url.trim_end_matches('/');
+        origins.push(url.to_owned());
+        if let Some(port) = url.strip_prefix("http://127.0.0.1:") {
+            origins.push(format!("http://localhost:{port}"));
+        }
+    }
+    origins
 }
 
 fn role(cx: &Context<'_>, function: &Function) -> Resource {

@@ -39,7 +39,7 @@ pub const RESULT_PATH_PREFIX: &str = "/analysis/";
 /// Environment variable naming the upload bucket.
 pub const BUCKET_ENV: &str = "UPLOAD_BUCKET";
 /// The largest S3 object DetectFaces accepts.
-pub const MAX_IMAGE_BYTES: i64 = 15 * 1024 * 1024;
+pub use api_common::MAX_IMAGE_BYTES;
 /// The stored content types DetectFaces can read.
 pub const IMAGE_TYPES: [&str; 2] = ["image/jpeg", "image/png"];
 /// Seconds a throttled client is asked to wait.

@@ -7,6 +7,10 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use std::time::Duration;
 
+/// The largest image analysed, and so the largest upload worth making: Rekognition's limit
+/// for an image in S3.
+pub const MAX_IMAGE_BYTES: i64 = 15 * 1024 * 1024;
+
 /// An API error: an HTTP status plus the `{"error", "message"}` body clients see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -100,7 +104,7 @@ pub fn request_id(request: &Request) -> String {
 pub fn check_route(request: &Request, method: &Method, path: &str) -> Result<(), ApiError> {
     let request_path = request.raw_http_path();
     let request_path = if request_path.is_empty() { request.uri().path() } else { request_path };
-    if request_path.trim_end_matches('/') != path {
+    if request_path.trim_end_matches('/') != path.trim_end_matches('/') {
         return Err(ApiError::not_found(format!("no route for {} {request_path}", request.method())));
     }
     if request.method() != method {

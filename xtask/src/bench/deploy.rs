@@ -146,8 +146,13 @@ impl Workload {
     pub fn dependencies(&self) -> Result<BTreeMap<ResourceId, BTreeSet<ResourceId>>> {
         let env = crate::config::Environment::load(&self.environments, ENVIRONMENT)?;
         let manifest = Manifest::read(&self.manifest)?.context("the build manifest disappeared")?;
-        let context =
-            crate::stack::Context { env: &env, account_id: EMULATOR_ACCOUNT, manifest: &manifest, tls: false };
+        let context = crate::stack::Context {
+            env: &env,
+            account_id: EMULATOR_ACCOUNT,
+            manifest: &manifest,
+            tls: false,
+            local_api_url: None,
+        };
         Ok(crate::stack::resources(&context)?
             .into_iter()
             .map(|resource| {

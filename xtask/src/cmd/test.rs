@@ -1,5 +1,5 @@
 //! `cargo xtask test`: the one test command. It checks formatting and lints, installs what
-//! the tests need, runs every test in the workspace (the deployer's end-to-end suites on both
+//! the tests need (the virtualenv's tools, and Chromium for the page's browser test), runs every test in the workspace (the deployer's end-to-end suites on both
 //! emulators, moto and MiniStack), and checks that release builds are reproducible.
 
 use std::collections::BTreeMap;
@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::console::Console;
 use crate::arch::Arch;
+use crate::browser::Browser;
 use crate::manifest::Manifest;
 use crate::ops;
 use crate::process;
@@ -44,6 +45,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     .context("clippy found warnings")?;
     println!("test: cargo fmt and cargo clippy found nothing");
     Venv::ensure(&root)?;
+    let browser = Browser::ensure()?;
     // The end-to-end tests deploy the real Lambda artifacts.
     ops::build::build(&Console::new(), false)?;
     let built = hashes(&root)?;
@@ -56,6 +58,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .args(["test", "--workspace", "--locked", "--no-fail-fast"])
             .args(&args.cargo_args)
             .env("XTASK_BIN", &xtask)
+            .envs(browser.env())
             .current_dir(&root),
     )?;
     // The deployer's end-to-end suites once more, against the second emulator.

@@ -132,6 +132,14 @@ impl EmulatorKind {
         }
     }
 
+    /// Its server in the project's virtualenv.
+    pub fn program(self) -> &'static str {
+        match self {
+            Self::Moto => "moto_server",
+            Self::MiniStack => "ministack",
+        }
+    }
+
     /// The emulator called `name`.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
@@ -258,6 +266,16 @@ impl Environment {
             });
         }
 
+        if raw.local.is_none() && raw.cors_allowed_origins.0.iter().any(|origin| origin == "*") {
+            return Err(ConfigError::InvalidValue {
+                at: locate_top_level_value(file, text, "cors_allowed_origins"),
+                field: "cors_allowed_origins".into(),
+                message: "`*` would let any web site upload to this environment's bucket; list the origins of \
+                          your front ends (the API's own origin, where its page is served, is allowed already). \
+                          `*` is only for an environment with a `local:` section"
+                    .into(),
+            });
+        }
         let overrides = raw.functions.unwrap_or_default().0;
         let functions = FUNCTIONS
             .iter()

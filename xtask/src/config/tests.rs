@@ -74,7 +74,7 @@ fn the_environments_differ_where_they_should() {
     let local = Environment::load(&dir(), "local").unwrap();
     assert_eq!(local.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
     assert_eq!(local.local, Some(LocalSettings { api_port: 3000, max_instances: 4, emulator: EmulatorKind::Moto }));
-    assert_eq!(local.cors_allowed_origins, ["*"]);
+    assert!(local.cors_allowed_origins.is_empty());
     let staging = Environment::load(&dir(), "staging").unwrap();
     assert_eq!(staging.promote_from.as_deref(), Some("dev"));
     assert!(!staging.protect);
@@ -147,7 +147,7 @@ fn unknown_function_suggests_the_nearest_function() {
     let err = error(&with("  analyze:", "  analyse:"));
     assert_eq!(
             err.to_string(),
-            "environments/dev.yaml:8:3: functions.analyse: unknown function `analyse`; the functions are `upload-url`, `analyze` (did you mean `analyze`?)"
+            "environments/dev.yaml:8:3: functions.analyse: unknown function `analyse`; the functions are `upload-url`, `analyze`, `web` (did you mean `analyze`?)"
         );
     assert_eq!(at(&err), (8, 3));
     assert_eq!(err.suggestion(), Some("analyze"));
@@ -285,6 +285,12 @@ fn invalid_values_are_rejected_with_their_field() {
             "cors_allowed_origins[1]",
             "more than once",
         ),
+        (
+            "[\"http://localhost:3000\"]",
+            "[\"*\"]",
+            "cors_allowed_origins",
+            "`*` is only for an environment with a `local:`",
+        ),
         ("rate_limit: 50.0", "rate_limit: 0", "throttling.rate_limit", "greater than 0"),
         ("burst_limit: 100", "burst_limit: 0", "throttling.burst_limit", "at least 1"),
         ("uploads_expire_after_days: 1", "uploads_expire_after_days: 0", "uploads_expire_after_days", "at least 1"),
@@ -319,6 +325,13 @@ fn invalid_values_are_rejected_with_their_field() {
         assert!(err.to_string().contains(needle), "{to}: {err}");
         assert!(err.location().is_some());
     }
+}
+
+#[test]
+fn any_origin_is_allowed_on_the_local_cloud_only() {
+    let text = with("[\"http://localhost:3000\"]", "[\"*\"]")
+        .replace("protect: false", "protect: false\nlocal: {api_port: 3000}");
+    assert_eq!(parse(&text).unwrap().cors_allowed_origins, ["*"]);
 }
 
 #[test]

@@ -259,6 +259,18 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// Where the data plane of the local cloud on `endpoint` serves its API: the address it was
+/// started on when it runs (`local up --api-port` included), else where `local up` would
+/// start it.
+pub fn api_url_for(endpoint: &str) -> Result<String> {
+    let overrides = Overrides { endpoint: Some(endpoint.to_owned()), ..Overrides::default() };
+    let config = LocalConfig::load(&crate::workspace::root(), &overrides)?;
+    Ok(match config.state_dir.dataplane_pid().liveness()? {
+        Liveness::Running(recorded) => recorded.address().to_owned(),
+        Liveness::Stale(_) | Liveness::NoFile => config.api_url(),
+    })
+}
+
 pub fn status(config: &LocalConfig) -> Result<Status> {
     let state = &config.state_dir;
     let mut processes = Vec::new();

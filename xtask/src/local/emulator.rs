@@ -4,6 +4,7 @@
 //! `GET /moto-api/`, MiniStack's `GET /_ministack/ready`).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -41,17 +42,27 @@ pub fn emulator_answers(address: SocketAddr) -> bool {
 /// files in the state directory.
 fn command(config: &LocalConfig, address: SocketAddr) -> Result<Command> {
     let venv = Venv::ensure(&config.root)?;
+    let scratch = config.state_dir.dir().join("ministack");
+    if config.emulator == EmulatorKind::MiniStack {
+        std::fs::create_dir_all(&scratch)?;
+    }
+    Ok(launch(config.emulator, &venv.bin(config.emulator.program()), address, &scratch))
+}
+
+/// How either emulator is started, by the local cloud and by the tests alike: `program` from
+/// the virtualenv, listening on `address`; MiniStack keeps its files in `scratch`.
+pub fn launch(kind: EmulatorKind, program: &Path, address: SocketAddr, scratch: &Path) -> Command {
     let (ip, port) = (address.ip().to_string(), address.port().to_string());
-    let mut command = match config.emulator {
+    let mut command = Command::new(program);
+    match kind {
         EmulatorKind::Moto => {
-            let mut command = Command::new(venv.bin("moto_server"));
-            command.args(["-H", &ip, "-p", &port]);
             command
+                .args(["-H", &ip, "-p", &port])
+                // moto otherwise grants CORS to every origin on every request; without it, S3
+                // answers from the bucket's CORS configuration, as AWS does.
+                .env("MOTO_DISABLE_GLOBAL_CORS", "true");
         }
         EmulatorKind::MiniStack => {
-            let scratch = config.state_dir.dir().join("ministack");
-            std::fs::create_dir_all(&scratch)?;
-            let mut command = Command::new(venv.bin("ministack"));
             command
                 .env("BIND_HOST", &ip)
                 .env("GATEWAY_PORT", &port)
@@ -63,15 +74,14 @@ fn command(config: &LocalConfig, address: SocketAddr) -> Result<Command> {
                 .env("LAMBDA_STRICT", "1")
                 .env("IOT_MTLS_ENABLED", "0")
                 .env("SFTP_ENABLED", "0")
-                .env("TMPDIR", &scratch);
-            command
+                .env("TMPDIR", scratch);
         }
-    };
+    }
     // Both emulators invoke a function themselves when a bucket notifies it, in Docker when
     // Docker answers: a Docker socket that does not exist keeps them from running deployed
     // code. The data plane runs it, once.
     command.env("DOCKER_HOST", NO_DOCKER);
-    Ok(command)
+    command
 }
 
 /// The `DOCKER_HOST` the emulators get: a socket that does not exist.

@@ -32,7 +32,10 @@ fn dev() -> Environment {
 
 fn stack_of(env: &Environment) -> Vec<Resource> {
     let manifest = manifest();
-    resources(&Context { env, account_id: ACCOUNT, manifest: &manifest, tls: true }).unwrap()
+    let local_api_url = env.local.as_ref().map(|local| format!("http://127.0.0.1:{}", local.api_port));
+    let cx =
+        Context { env, account_id: ACCOUNT, manifest: &manifest, tls: true, local_api_url: local_api_url.as_deref() };
+    resources(&cx).unwrap()
 }
 
 fn resource<'a>(resources: &'a [Resource], id: &str) -> &'a Resource {
@@ -49,24 +52,31 @@ fn every_function_gets_a_role_log_group_function_alias_integration_route_and_per
         [
             "alias.analyze",
             "alias.upload-url",
+            "alias.web",
             "api",
             "bucket.uploads",
             "function.analyze",
             "function.upload-url",
+            "function.web",
             "integration.analyze",
             "integration.upload-url",
+            "integration.web",
             "invoke-config.analyze",
             "logs.analyze",
             "logs.upload-url",
+            "logs.web",
             "notification.uploads",
             "permission.analysis",
             "permission.analyze",
             "permission.analyze-uploads",
+            "permission.page",
             "permission.upload-url",
             "role.analyze",
             "role.upload-url",
+            "role.web",
             "route.analysis",
             "route.analyze",
+            "route.page",
             "route.upload-url",
             "stage",
         ]
@@ -118,6 +128,54 @@ fn analyze_may_only_get_uploads_keep_results_detect_faces_and_write_its_own_logs
         })
     );
     assert_eq!(resource(&resources, "role.analyze").inputs["assume_role_policy"], assume_role_policy());
+}
+
+#[test]
+fn the_page_may_only_write_its_own_logs() {
+    let resources = stack_of(&dev());
+    assert_eq!(
+        resource(&resources, "role.web").inputs["policy"],
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                 "Resource": "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/image-analyzer-dev-web:*"}
+            ]
+        })
+    );
+    assert_eq!(resource(&resources, "function.web").inputs["environment"], json!({}));
+}
+
+#[test]
+fn the_page_is_served_at_the_apis_root() {
+    let resources = stack_of(&dev());
+    let route = resource(&resources, "route.page");
+    assert_eq!(route.inputs["route_key"], "GET /");
+    assert_eq!(route.inputs["target"], "integrations/${integration.web.id}");
+    assert_eq!(
+        resource(&resources, "permission.page").inputs["source_arn"],
+        "arn:aws:execute-api:eu-west-1:123456789012:${api.id}/*/GET/"
+    );
+}
+
+#[test]
+fn browsers_may_upload_from_the_environments_origins_and_the_apis_own() {
+    let resources = stack_of(&dev());
+    assert_eq!(
+        resource(&resources, "bucket.uploads").inputs["cors_allowed_origins"],
+        json!(["http://localhost:3000", "${api.endpoint}"])
+    );
+    // The API's CORS is the environment's: its own page calls it from its own origin.
+    assert_eq!(resource(&resources, "api").inputs["cors_allowed_origins"], json!(["http://localhost:3000"]));
+
+    let local = Environment::load(&environments_dir(), "local").unwrap();
+    assert_eq!(
+        resource(&stack_of(&local), "bucket.uploads").inputs["cors_allowed_origins"],
+        json!(["${api.endpoint}", "http://127.0.0.1:3000", "http://localhost:3000"])
+    );
+    let mut anywhere = local.clone();
+    anywhere.cors_allowed_origins = vec!["*".to_owned()];
+    assert_eq!(resource(&stack_of(&anywhere), "bucket.uploads").inputs["cors_allowed_origins"], json!(["*"]));
 }
 
 #[test]
@@ -212,7 +270,9 @@ fn an_arm64_function_without_an_arm64_build_is_an_error() {
     let mut env = dev();
     env.functions.get_mut("analyze").unwrap().architecture = Arch::Arm64;
     let manifest = manifest();
-    let error = resources(&Context { env: &env, account_id: ACCOUNT, manifest: &manifest, tls: true }).unwrap_err();
+    let error =
+        resources(&Context { env: &env, account_id: ACCOUNT, manifest: &manifest, tls: true, local_api_url: None })
+            .unwrap_err();
     assert!(error.to_string().contains("no arm64 build of `analyze`"), "{error}");
 }
 
@@ -265,11 +325,17 @@ fn a_code_change_moves_the_alias_once_the_new_version_is_published() {
     let resources = stack_of(&dev());
     // Everything as deployed, version 3 live...
     let mut state = StateFile::new();
-    let outputs: crate::engine::resource::Outputs =
-        [("arn", "arn:x"), ("name", "n"), ("id", "i"), ("version", "3"), ("function_version", "3")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), json!(v)))
-            .collect();
+    let outputs: crate::engine::resource::Outputs = [
+        ("arn", "arn:x"),
+        ("name", "n"),
+        ("id", "i"),
+        ("endpoint", "https://e"),
+        ("version", "3"),
+        ("function_version", "3"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), json!(v)))
+    .collect();
     let lookup = |reference: &crate::engine::resource::Reference| outputs.get(&reference.output).cloned();
     for resource in &resources {
         let inputs = resource

@@ -35,6 +35,8 @@ fn program(variable: &str, default: &str) -> PathBuf {
 struct ChromeDriver {
     child: Child,
     url: String,
+    /// The browser's profile, private to this session.
+    profile: tempfile::TempDir,
 }
 
 impl ChromeDriver {
@@ -55,7 +57,7 @@ impl ChromeDriver {
             assert!(began.elapsed() < Duration::from_secs(20), "chromedriver did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, url: format!("http://127.0.0.1:{port}") }
+        Self { child, url: format!("http://127.0.0.1:{port}"), profile: tempfile::tempdir().unwrap() }
     }
 }
 
@@ -63,6 +65,16 @@ impl Drop for ChromeDriver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test may never have closed its session: stop the browser's processes too,
+        // found by the profile directory only this session's Chromium names.
+        let flag = format!("--user-data-dir={}", self.profile.path().display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if cmdline.split(|byte| *byte == 0).any(|arg| arg == flag.as_bytes()) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
     }
 }
 
@@ -91,7 +103,7 @@ async fn screenshot(client: &Client, name: &str) {
     std::fs::write(screenshots_dir().join(format!("{name}.png")), png).unwrap();
 }
 
-async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
+async fn connect(driver: &ChromeDriver) -> Client {
     let chromium = program(xtask::browser::CHROMIUM_ENV, xtask::browser::CHROMIUM);
     let capabilities = json!({
         "browserName": "chrome",
@@ -101,7 +113,7 @@ async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--disable-quic", "--window-size=1280,1000",
-                format!("--user-data-dir={}", profile.display()),
+                format!("--user-data-dir={}", driver.profile.path().display()),
             ],
         },
         "goog:loggingPrefs": {"browser": "ALL"},
@@ -177,8 +189,7 @@ async fn reset(client: &Client) {
 async fn a_person_uploads_photos_in_chromium_and_sees_their_faces() {
     let cloud = LocalCloud::deployed("moto");
     let driver = ChromeDriver::start();
-    let profile = tempfile::tempdir().unwrap();
-    let client = connect(&driver, profile.path()).await;
+    let client = connect(&driver).await;
     let photos = workspace_root().join("tests/fixtures/photos");
     let page = format!("{}/", cloud.api);
 
@@ -263,6 +274,14 @@ async fn a_person_uploads_photos_in_chromium_and_sees_their_faces() {
     let error = wait_for_error(&client).await;
     assert!(error.contains("“notes.txt” is a text/plain file, not a photo this page can analyse."), "{error}");
     screenshot(&client, "5-not-an-image").await;
+
+    // A JPEG over the limit: refused before anything is uploaded, naming the limit.
+    reset(&client).await;
+    let big = scratch.path().join("big.jpg");
+    std::fs::write(&big, vec![0u8; 16 * 1024 * 1024]).unwrap();
+    choose(&client, &big).await;
+    let error = wait_for_error(&client).await;
+    assert!(error.contains("“big.jpg” is 16 MB; the limit is 15 MB."), "{error}");
 
     // Nothing secret or internal reaches the person.
     let shown = page_text(&client).await;

@@ -253,7 +253,7 @@ async fn the_data_plane_serves_every_deployed_environment_as_deployed() {
     function_pids.push(answer.json["pid"].as_u64().unwrap());
 
     // Routes that are not deployed are API Gateway's 404.
-    for (method, path) in [("GET", "/analyze"), ("POST", "/upload-url"), ("GET", "/"), ("GET", "/upload-url/x")] {
+    for (method, path) in [("GET", "/analyze"), ("POST", "/upload-url"), ("POST", "/"), ("GET", "/upload-url/x")] {
         let answer = request(&client, method, &cloud.url(path), None).await;
         assert_eq!((answer.status, answer.json.to_string()), (404, NOT_FOUND.to_owned()), "{method} {path}");
     }

@@ -74,7 +74,7 @@ impl Cloud {
             .await;
         let lambda = aws_sdk_lambda::Client::new(&config);
         let mut live = BTreeMap::new();
-        for function in ["analyze", "upload-url"] {
+        for function in xtask::functions::FUNCTIONS.iter().map(|function| function.name) {
             let found = lambda
                 .get_function_configuration()
                 .function_name(format!("image-analyzer-{env}-{function}"))

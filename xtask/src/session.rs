@@ -65,9 +65,13 @@ impl Session {
     /// The resources this environment should have, from the current build.
     pub fn desired(&self, account_id: &str, manifest: &Manifest) -> Result<Vec<Resource>> {
         let tls = crate::aws::uses_tls(&self.env);
+        // The local data plane serves the `local` environment's API at a port known before
+        // the API exists; any other environment's on the next free port, known only after.
         let local_api_url = match crate::aws::endpoint(&self.env).filter(|url| crate::aws::is_local_endpoint(url)) {
-            Some(endpoint) => Some(crate::local::cloud::api_url_for(&endpoint)?),
-            None => None,
+            Some(endpoint) if self.env.name == crate::local::layout::LOCAL_ENVIRONMENT => {
+                Some(crate::local::cloud::api_url_for(&endpoint)?)
+            }
+            Some(_) | None => None,
         };
         let cx = Context { env: &self.env, account_id, manifest, tls, local_api_url: local_api_url.as_deref() };
         Ok(stack::resources(&cx)?)

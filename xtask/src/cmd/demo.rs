@@ -65,5 +65,7 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&analysis)?);
     println!("\nThe local cloud keeps running. Try the API with the curl procedure in the README,");
     println!("and stop everything with: cargo xtask local down");
+    heading(&format!("Open the page: {url}/"));
+    println!("Choose or drop a photo there, and see a box around every face with its emotions.");
     Ok(())
 }

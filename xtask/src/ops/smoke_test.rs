@@ -117,6 +117,7 @@ async fn flow(url: &str) -> Vec<StepResult> {
     let mut steps = Vec::new();
     let photos = workspace::root().join("tests/fixtures/photos");
 
+    step(&mut steps, "GET / (the page)", page(&client, url)).await;
     for (photo, expect_faces) in [("astronaut.jpg", 1), ("chelsea.jpg", 0)] {
         let upload = step(&mut steps, &format!("GET /upload-url ({photo})"), get_upload_url(&client, url)).await;
         let Some((upload_url, file_key)) = upload else { return steps };
@@ -190,6 +191,32 @@ async fn json_response(response: reqwest::Response, what: &str, expected: u16) -
 
 fn string_field<'a>(body: &'a Value, field: &str, what: &str) -> Result<&'a str> {
     body[field].as_str().ok_or_else(|| anyhow!("{what}: `{field}` is missing or not a string in {body}"))
+}
+
+/// The page stays plain, fast and small: under 50 KB in all.
+const PAGE_LIMIT_BYTES: usize = 50 * 1024;
+
+/// `GET /`: the page people use, whole, as HTML, with its security policy.
+async fn page(client: &reqwest::Client, url: &str) -> Result<((), String)> {
+    let response = client.get(format!("{url}/")).send().await.context("GET /")?;
+    let status = response.status().as_u16();
+    let header =
+        |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned();
+    let (content_type, policy) = (header("content-type"), header("content-security-policy"));
+    let text = response.text().await.context("reading the page")?;
+    if status != 200 || !content_type.starts_with("text/html") {
+        bail!("GET / returned {status} {content_type:?}, expected 200 text/html");
+    }
+    if !text.starts_with("<!doctype html>") || !text.contains("id=\"file\"") {
+        bail!("GET / returned HTML that is not the page (no photo chooser)");
+    }
+    if text.len() >= PAGE_LIMIT_BYTES {
+        bail!("the page is {} bytes; it must stay under {PAGE_LIMIT_BYTES}", text.len());
+    }
+    if !policy.starts_with("default-src 'none'") {
+        bail!("the page has no content security policy: {policy:?}");
+    }
+    Ok(((), format!("{} bytes of HTML", text.len())))
 }
 
 async fn get_upload_url(client: &reqwest::Client, url: &str) -> Result<((String, String), String)> {

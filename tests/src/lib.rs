@@ -228,9 +228,34 @@ impl Drop for Emulator {
     }
 }
 
+/// A loopback port free now, for a server a test starts later (perhaps minutes later, after a
+/// build). A port the kernel picked (`bind` to port 0) could meanwhile be given to any
+/// outgoing connection or other listener of the tests running in parallel; so ports come from
+/// below the kernel's ephemeral range (32768-60999 by default), which it never hands out, each
+/// test taking its own. They are [`PORT_STRIDE`] apart, and each one's next few are free too:
+/// the local cloud binds the ports after its emulator's and its API's (its S3 endpoint, other
+/// environments' APIs).
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const LAST: u32 = 32_000;
+    let slots = (LAST - FIRST) / PORT_STRIDE;
+    // Test binaries start apart, so that one's ports are not the last one's lingering ones.
+    let start = std::process::id() % slots;
+    for _ in 0..slots {
+        let slot = (start + NEXT.fetch_add(1, Ordering::SeqCst)) % slots;
+        let port = FIRST + slot * PORT_STRIDE;
+        let free = (port..port + PORT_STRIDE).all(|port| TcpListener::bind(("127.0.0.1", port as u16)).is_ok());
+        if free {
+            return Ok(port as u16);
+        }
+    }
+    bail!("no free loopback port between {FIRST} and {LAST}")
 }
+
+/// How far apart [`free_port`]'s ports are.
+const PORT_STRIDE: u32 = 8;
 
 /// The deployer binary the tests run as a program. `cargo xtask test` passes the one it
 /// runs as `XTASK_BIN`; otherwise the workspace's debug build.
@@ -258,9 +283,9 @@ pub fn xtask(target: &impl Endpoint) -> Command {
     command
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; another process may take it later).
+/// A free TCP port on 127.0.0.1, which no other test of this run takes (see [`free_port`]).
 pub fn free_loopback_port() -> u16 {
-    free_port().expect("binding 127.0.0.1:0")
+    free_port().expect("a free loopback port")
 }
 
 /// The real Python interpreter (`sys.executable`, not a shim that needs `HOME`, which a

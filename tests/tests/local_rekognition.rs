@@ -157,6 +157,11 @@ async fn bad_images_get_rekognition_errors() {
     corrupt.extend(std::iter::repeat_n(0x5a, 4000));
     assert_eq!(error_code(&client, bytes(corrupt)).await, "InvalidImageFormatException");
     assert_eq!(error_code(&client, bytes(b"just some text\n".to_vec())).await, "InvalidImageFormatException");
+    // The photo cut short, as an interrupted upload leaves it: refused, never analysed as
+    // the part that arrived.
+    let whole = photo("astronaut.jpg");
+    let truncated = whole[..whole.len() * 2 / 3].to_vec();
+    assert_eq!(error_code(&client, bytes(truncated)).await, "InvalidImageFormatException");
     let mut tiny = Vec::new();
     image::RgbImage::new(8, 8).write_to(&mut std::io::Cursor::new(&mut tiny), image::ImageFormat::Png).unwrap();
     assert_eq!(error_code(&client, bytes(tiny)).await, "InvalidParameterException");
@@ -188,6 +193,40 @@ async fn errors_have_the_json_1_1_shape() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["__type"], "InvalidImageFormatException");
     assert!(body["Message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_for_another_host_is_refused() {
+    let server = start(&no_s3().await).await;
+    let response = reqwest::Client::new()
+        .post(server.endpoint())
+        .header("Host", "evil.example")
+        .header("X-Amz-Target", "RekognitionService.DetectFaces")
+        .body(r#"{"Image":{"Bytes":"aGVsbG8="}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.headers()["x-amzn-ErrorType"], "AccessDeniedException");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["Message"].as_str().unwrap().contains("\"evil.example\""), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_does_not_arrive_in_time_is_refused() {
+    let config = ServerConfig { body_read_timeout: std::time::Duration::from_millis(300), ..ServerConfig::default() };
+    let service = Service::new(analyzer(), server::s3_client(&no_s3().await), config);
+    let server = server::spawn(([127, 0, 0, 1], 0).into(), Arc::new(service)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    let head = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: RekognitionService.DetectFaces\r\n\
+                Content-Length: 1000\r\nConnection: close\r\n\r\n{\"Image\":";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_string(&mut response));
+    read.await.expect("answered while the body was still missing").unwrap();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("RequestTimeoutException"), "{response}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

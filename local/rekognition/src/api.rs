@@ -117,6 +117,8 @@ pub enum ErrorCode {
     AccessDenied,
     Serialization,
     UnknownOperation,
+    /// The request body was not received in time (HTTP 408).
+    RequestTimeout,
     InternalServerError,
 }
 
@@ -131,6 +133,7 @@ impl ErrorCode {
             Self::AccessDenied => "AccessDeniedException",
             Self::Serialization => "SerializationException",
             Self::UnknownOperation => "UnknownOperationException",
+            Self::RequestTimeout => "RequestTimeoutException",
             Self::InternalServerError => "InternalServerError",
         }
     }
@@ -138,7 +141,14 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             Self::InternalServerError => 500,
-            _ => 400,
+            Self::RequestTimeout => 408,
+            Self::InvalidImageFormat
+            | Self::ImageTooLarge
+            | Self::InvalidS3Object
+            | Self::InvalidParameter
+            | Self::AccessDenied
+            | Self::Serialization
+            | Self::UnknownOperation => 400,
         }
     }
 }

@@ -3,10 +3,12 @@
 //! `POST` (any path) with `X-Amz-Target: RekognitionService.DetectFaces` and a JSON body; the
 //! answer is `application/x-amz-json-1.1`. Errors are HTTP 400 (500 for internal ones) with
 //! `{"__type": "<Code>", "Message": "..."}` and `x-amzn-ErrorType: <Code>`. Signatures are
-//! not checked. `GET /` answers `{"status":"ok"}` for readiness checks.
+//! not checked. `GET /` answers `{"status":"ok"}` for readiness checks. A request whose `Host`
+//! is not a loopback name or address is refused (`AccessDeniedException`; see [`loopback`]).
 //!
-//! Memory is bounded: request bodies over [`ServerConfig::max_body_bytes`] are refused as
-//! they stream in, S3 objects over 15 MB are refused before they are read, at most
+//! Memory and time are bounded: request bodies over [`ServerConfig::max_body_bytes`] are
+//! refused as they stream in, and those not read within [`ServerConfig::body_read_timeout`]
+//! are refused too; images over 50 megapixels are refused from their header; S3 objects over 15 MB are refused before they are read, at most
 //! [`ServerConfig::max_inferences`] images are decoded and analysed at once (the rest wait),
 //! and at most [`ServerConfig::max_connections`] connections are served at once.
 
@@ -40,6 +42,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// How long a request body may take to arrive, so that a slow sender holds no
+    /// connection for long.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +53,7 @@ impl Default for ServerConfig {
             max_inferences: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             max_body_bytes: 8 * 1024 * 1024,
             max_connections: 64,
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -97,6 +103,8 @@ impl Service {
     }
 
     async fn route(&self, request: Request<Incoming>) -> Result<Routed, RekognitionError> {
+        let host = request.headers().get(hyper::header::HOST).and_then(|v| v.to_str().ok());
+        loopback::check_host(host).map_err(|refusal| RekognitionError::new(ErrorCode::AccessDenied, refusal))?;
         if request.method() == Method::GET {
             return Ok(Routed::Health);
         }
@@ -111,16 +119,25 @@ impl Service {
                 format!("Operation '{target}' is not supported by this local service; only {DETECT_FACES_TARGET} is"),
             ));
         }
-        let body = Limited::new(request.into_body(), self.config.max_body_bytes).collect().await.map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
+        let read = Limited::new(request.into_body(), self.config.max_body_bytes).collect();
+        let body = tokio::time::timeout(self.config.body_read_timeout, read)
+            .await
+            .map_err(|_| {
                 RekognitionError::new(
-                    ErrorCode::ImageTooLarge,
-                    format!("Image size is too large: the request is over {} bytes", self.config.max_body_bytes),
+                    ErrorCode::RequestTimeout,
+                    format!("the request body did not arrive within {} s", self.config.body_read_timeout.as_secs_f64()),
                 )
-            } else {
-                RekognitionError::new(ErrorCode::Serialization, format!("reading the request body: {error}"))
-            }
-        })?;
+            })?
+            .map_err(|error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    RekognitionError::new(
+                        ErrorCode::ImageTooLarge,
+                        format!("Image size is too large: the request is over {} bytes", self.config.max_body_bytes),
+                    )
+                } else {
+                    RekognitionError::new(ErrorCode::Serialization, format!("reading the request body: {error}"))
+                }
+            })?;
         let request: DetectFacesRequest = serde_json::from_slice(&body.to_bytes()).map_err(|error| {
             RekognitionError::new(ErrorCode::Serialization, format!("invalid request body: {error}"))
         })?;

@@ -33,8 +33,10 @@ fn the_binary_serves_detect_faces_and_stops_on_sigterm() {
     let address = line.trim().rsplit("http://").next().unwrap().to_string();
     assert!(line.starts_with("local-rekognition listening on http://127.0.0.1:"), "{line}");
 
-    let health = http(&address, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let health = http(&address, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let rebound = http(&address, "GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n");
+    assert!(rebound.starts_with("HTTP/1.1 400") && rebound.contains("AccessDeniedException"), "{rebound}");
 
     let photo = std::fs::read(root.join("tests/fixtures/photos/astronaut.jpg")).unwrap();
     let body = format!(
@@ -44,7 +46,7 @@ fn the_binary_serves_detect_faces_and_stops_on_sigterm() {
     let response = http(
         &address,
         &format!(
-            "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Amz-Target: RekognitionService.DetectFaces\r\n\
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Amz-Target: RekognitionService.DetectFaces\r\n\
              Content-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),

@@ -502,6 +502,31 @@ async fn a_deploy_is_served_when_it_returns_and_a_frozen_emulator_does_not_stop_
     lambda.delete_function_concurrency().function_name(function).send().await.unwrap();
     refresh(&client, &cloud).await;
 
+    // Code put into the emulator behind the tool's back is never run: its hash is in no
+    // record of what this checkout built or deployed.
+    let deployed = lambda.get_alias().function_name(function).name("live").send().await.unwrap();
+    let rogue = xtask::artifact::zip_bootstrap(&echo_bootstrap("rogue")).unwrap();
+    let updated = lambda
+        .update_function_code()
+        .function_name(function)
+        .zip_file(aws_sdk_lambda::primitives::Blob::new(rogue))
+        .send()
+        .await
+        .unwrap();
+    let version = lambda.publish_version().function_name(function).send().await.unwrap();
+    let live = |version: &str| {
+        lambda.update_alias().function_name(function).name("live").function_version(version.to_owned()).send()
+    };
+    live(version.version().unwrap()).await.unwrap();
+    refresh(&client, &cloud).await;
+    let answer = get(&client, &cloud.url("/upload-url")).await;
+    assert_eq!((answer.status, answer.json.clone()), (502, json!({"message": "Internal Server Error"})));
+    let log = cloud.log("dataplane.log");
+    let refusal = format!("refusing to run {function} (live): its code {}", updated.code_sha256().unwrap());
+    assert!(log.contains(&refusal), "{log}");
+    live(deployed.function_version().unwrap()).await.unwrap();
+    refresh(&client, &cloud).await;
+
     // The emulator hangs: requests are answered from the snapshot, routed or not, in time.
     moto.freeze(true);
     for _ in 0..10 {
@@ -516,12 +541,35 @@ async fn a_deploy_is_served_when_it_returns_and_a_frozen_emulator_does_not_stop_
     }
     moto.freeze(false);
 
+    // The emulator grants no web page CORS: a preflight from another origin gets no
+    // Access-Control-Allow-Origin, for the emulator's own API or for a bucket.
+    let bucket = "image-analyzer-local-uploads-123456789012";
+    for url in [format!("{}/", moto.endpoint()), format!("{}/{bucket}/uploads/x.jpg", moto.endpoint())] {
+        let preflight = client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("Origin", "http://evil.example")
+            .header("Access-Control-Request-Method", "PUT")
+            .send()
+            .await
+            .unwrap();
+        let granted = preflight.headers().get("access-control-allow-origin").cloned();
+        assert_eq!(granted, None, "{url} granted {granted:?} to another origin");
+    }
+
+    // A request for another host, as a DNS-rebinding page would send it, is refused, and the
+    // log says why.
+    let rebound = client.get(cloud.url("/upload-url")).header("Host", "evil.example:3000").send().await.unwrap();
+    assert_eq!(rebound.status(), 403);
+    assert_eq!(rebound.text().await.unwrap(), r#"{"message":"Forbidden"}"#);
+    let log = cloud.log("dataplane.log");
+    assert!(log.contains(r#"refused a request for Host "evil.example:3000""#), "{log}");
+
     // API Gateway's payload limit: a body announced over 10 MB is refused, unread, with its
     // answer.
     use std::io::{Read as _, Write as _};
     let mut large = std::net::TcpStream::connect(("127.0.0.1", cloud.api_port)).unwrap();
     let announced = 10 * 1024 * 1024 + 1;
-    write!(large, "POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Length: {announced}\r\n\r\n").unwrap();
+    write!(large, "POST /analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {announced}\r\n\r\n").unwrap();
     large.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut answer = Vec::new();
     let _ = large.read_to_end(&mut answer);
@@ -531,7 +579,7 @@ async fn a_deploy_is_served_when_it_returns_and_a_frozen_emulator_does_not_stop_
 
     // A client that never finishes its headers is cut off (the header timeout is 10 s).
     let mut stalled = std::net::TcpStream::connect(("127.0.0.1", cloud.api_port)).unwrap();
-    stalled.write_all(b"GET /upload-url HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stalled.write_all(b"GET /upload-url HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
     stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let begun = Instant::now();
     let mut rest = Vec::new();

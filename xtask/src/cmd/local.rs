@@ -139,6 +139,7 @@ fn run_serve(args: &ServeArgs) -> Result<()> {
         endpoint: config.endpoint.clone(),
         api_port: config.api_port,
         state_dir: StateDir::new(config.state_dir.dir()),
+        trusted_code: crate::local::trust::file(&config.root),
         project: config.project.clone(),
         regions,
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(100)),

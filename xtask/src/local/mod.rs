@@ -12,3 +12,4 @@ pub mod http;
 pub mod layout;
 pub mod procs;
 pub mod runtime;
+pub mod trust;

@@ -179,6 +179,24 @@ async fn locked(
         return Ok(Outcome::NoChanges);
     }
     confirm(ui, options.yes, options.operation)?;
+    // The code this run makes live, trusted by the local cloud before it is deployed there: a
+    // function's code, and a rollback's versions' code.
+    let code: Vec<(&str, &str)> = desired
+        .iter()
+        .filter(|resource| resource.kind == Kind::Function)
+        .filter_map(|resource| {
+            let function = resource.id.as_str().strip_prefix("function.").unwrap_or(resource.name.as_str());
+            Some((function, resource.inputs.get("code_sha256")?.as_str()?))
+        })
+        .chain(
+            record
+                .functions
+                .iter()
+                .flatten()
+                .map(|(function, release)| (function.as_str(), release.code_sha256.as_str())),
+        )
+        .collect();
+    super::local::trust_deployed_code(&session.env, code)?;
     let writer = Arc::new(Mutex::new(writer));
     let report = run_plan(ui, &plan, &desired, provider, writer.clone(), options.parallelism, lock).await?;
     finish(ui, &report)?;

@@ -37,6 +37,7 @@ pub fn build(ui: &dyn Ui, force: bool) -> Result<Manifest> {
         if let Some(manifest) = up_to_date(&root, &fingerprint, &arches) {
             ui.say(&format!("build: up to date (fingerprint {})", short(&fingerprint)));
             ui.out(&summary(&manifest));
+            super::local::trust_built_code(&manifest);
             tracing::debug!("checked in {:.2?}", started.elapsed());
             return Ok(manifest);
         }
@@ -71,6 +72,7 @@ pub fn build(ui: &dyn Ui, force: bool) -> Result<Manifest> {
 
     let manifest = Manifest { format_version: FORMAT_VERSION, fingerprint, functions };
     manifest.save(&root)?;
+    super::local::trust_built_code(&manifest);
     ui.say(&format!(
         "build: wrote {} (fingerprint {}) in {:.0?}",
         workspace::relative(&root, &Manifest::path(&root)),

@@ -7,6 +7,7 @@ use super::ui::Ui;
 use crate::config::Environment;
 use crate::local::cloud::{self, Status};
 use crate::local::layout::{LocalConfig, Overrides};
+use crate::local::trust;
 
 /// Starts what of the local cloud does not run yet, waits until it is healthy, and says what
 /// runs, which APIs it serves, and where the logs are.
@@ -35,6 +36,26 @@ pub fn ensure_for_environment(ui: &dyn Ui, name: &str) -> Result<()> {
         ui.note(&note);
     }
     Ok(())
+}
+
+/// When `env`'s endpoint is on this machine, adds `code` (`(function, code_sha256)` pairs) to
+/// the checkout's record of the code its local clouds may run (see [`crate::local::trust`]),
+/// before the code is deployed: their data planes run nothing else.
+pub fn trust_deployed_code<'a>(env: &Environment, code: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
+    if !crate::aws::endpoint(env).is_some_and(|endpoint| crate::aws::is_local_endpoint(&endpoint)) {
+        return Ok(());
+    }
+    trust::record(&trust::file(&crate::workspace::root()), code, trust::Reason::Deployed)
+}
+
+/// Adds the code of a build to the checkout's record of the code its local clouds may run.
+/// Code that cannot be recorded is only warned about: the build itself stands, and a deploy
+/// records its code again.
+pub fn trust_built_code(manifest: &crate::manifest::Manifest) {
+    let code = manifest.artifacts().map(|(function, _, artifact)| (function, artifact.sha256_base64.as_str()));
+    if let Err(error) = trust::record(&trust::file(&crate::workspace::root()), code, trust::Reason::Built) {
+        tracing::warn!("the build's code is not recorded as the local cloud's to run: {error:#}");
+    }
 }
 
 /// When `env`'s endpoint is on this machine, asks the local data plane serving it to re-read

@@ -3,6 +3,7 @@
 
 use crate::local::discovery::{Function, Snapshot, TEST_CREDENTIALS};
 use crate::local::runtime::{extract_bootstrap, FunctionSpec, Runtime, RuntimeConfig};
+use crate::local::trust;
 use anyhow::{Context as _, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -32,6 +33,15 @@ impl DataPlane {
         functions.sort_by_key(|function| key(function));
         functions.dedup_by_key(|function| key(function));
         for function in functions {
+            // Code this checkout did not put there is never fetched. (What was prepared for
+            // the name before stays: requests check the code first, and it serves again if the
+            // name returns to that code.)
+            if let Err(refusal) = self.check_trusted(function) {
+                if self.refusals.lock().unwrap().insert(refusal.clone()) {
+                    tracing::error!("{refusal}");
+                }
+                continue;
+            }
             let unpacked = {
                 let prepared = self.prepared.lock().unwrap();
                 let current = prepared.get(&key(function));
@@ -69,6 +79,33 @@ impl DataPlane {
                 }
             }
         }
+    }
+
+    /// Whether `function`'s code is this checkout's to run: its hash is in the state
+    /// directory's record of code the tool built or deployed ([`crate::local::trust`]). The
+    /// record is re-read only when a hash is not in the copy last read. The error says why
+    /// the function is refused.
+    pub(super) fn check_trusted(&self, function: &Function) -> Result<(), String> {
+        let sha256 = &function.code_sha256;
+        if self.trusted.lock().unwrap().contains(sha256) {
+            return Ok(());
+        }
+        let path = &self.options.trusted_code;
+        match trust::hashes(path) {
+            Ok(hashes) => *self.trusted.lock().unwrap() = hashes,
+            Err(error) => tracing::warn!("reading the record of trusted code: {error:#}"),
+        }
+        if self.trusted.lock().unwrap().contains(sha256) {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing to run {} ({}): its code {sha256} was not built, deployed, promoted or rolled back to by this \
+             checkout's xtask (it is not in {}); it was put into the emulator some other way. Deploy with `cargo \
+             xtask deploy` to run it",
+            function.name,
+            function.qualifier.as_deref().unwrap_or("$LATEST"),
+            path.display()
+        ))
     }
 
     /// Fetches `function`'s code from the emulator and unpacks its bootstrap.

@@ -90,6 +90,8 @@ pub struct ServeOptions {
     /// The `local` environment API's port; other APIs get the ports above it.
     pub api_port: u16,
     pub state_dir: StateDir,
+    /// The checkout's record of the code it may run ([`crate::local::trust`]).
+    pub trusted_code: std::path::PathBuf,
     /// The project whose `local` API gets `api_port`.
     pub project: String,
     /// The regions to discover APIs and functions in.
@@ -202,6 +204,11 @@ struct DataPlane {
     /// Every function the snapshot's integrations invoke, ready to run, by region, name and
     /// qualifier. Written by the background refresh, read by requests.
     prepared: Mutex<HashMap<FunctionKey, Prepared>>,
+    /// The code hashes it may run, as last read from the state directory's record
+    /// ([`crate::local::trust`]).
+    trusted: Mutex<std::collections::HashSet<String>>,
+    /// The refusals the background refresh has logged, so that each is logged once.
+    refusals: Mutex<std::collections::HashSet<String>>,
     stopping: AtomicBool,
     /// Stage throttling's token buckets.
     throttle: throttle::Buckets,
@@ -227,6 +234,8 @@ impl DataPlane {
             written_apis: Mutex::new(None),
             runtimes: tokio::sync::Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
+            trusted: Mutex::new(std::collections::HashSet::new()),
+            refusals: Mutex::new(std::collections::HashSet::new()),
             stopping: AtomicBool::new(false),
             throttle: throttle::Buckets::default(),
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),

@@ -171,6 +171,7 @@ impl DataPlane {
         else {
             return Err("the function is not deployed (or not yet seen)".to_owned());
         };
+        self.check_trusted(function)?;
         if self.prepared_spec(function).is_none() {
             self.prepare(vec![function]).await;
         }

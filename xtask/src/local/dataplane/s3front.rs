@@ -86,6 +86,10 @@ impl DataPlane {
         let begun = std::time::Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        if let Err(refusal) = super::serving::check_host(&request) {
+            tracing::warn!("S3 {method} {path} -> 403: {refusal}");
+            return s3_error(StatusCode::FORBIDDEN, "AccessDenied", &refusal);
+        }
         let created = creation(&method, &path, request.uri().query(), request.headers());
         let size = request.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
         let response = match self.send_to_emulator(request).await {
@@ -156,6 +160,7 @@ fn full_body(bytes: Bytes) -> S3Body {
 
 /// An S3 error document.
 fn s3_error(status: StatusCode, code: &str, message: &str) -> Response<S3Body> {
+    let message = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );

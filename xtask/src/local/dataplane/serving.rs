@@ -86,6 +86,10 @@ impl DataPlane {
         let arrived = SystemTime::now();
         let method = request.method().clone();
         let target = request.uri().path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+        if let Err(refusal) = check_host(&request) {
+            tracing::warn!("port {port} {method} {target} -> 403: {refusal}");
+            return full(message(StatusCode::FORBIDDEN, "Forbidden"));
+        }
         if port == self.options.api_port && request.uri().path().starts_with(CONTROL_PREFIX) {
             return self.control_endpoint(&method, request.uri().path()).await;
         }
@@ -241,6 +245,10 @@ impl DataPlane {
             None => function.name.clone(),
         };
         let what = |detail: &str| format!("{} {route_key} -> {target}{detail}", api.id);
+        if let Err(refusal) = self.check_trusted(function) {
+            tracing::error!("{refusal}");
+            return (message(StatusCode::BAD_GATEWAY, "Internal Server Error"), what(" (code not trusted)"));
+        }
         let Some(spec) = self.prepared_spec(function) else {
             tracing::error!("the code of {} could not be made ready; see the log above", function.name);
             return (internal_server_error(), what(" (code unavailable)"));
@@ -289,6 +297,12 @@ impl DataPlane {
             }
         }
     }
+}
+
+/// The DNS-rebinding guard of every data plane listener: the request's `Host` must name this
+/// machine (see [`loopback`]).
+pub(super) fn check_host<B>(request: &Request<B>) -> Result<(), String> {
+    loopback::check_host(request.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()))
 }
 
 /// API Gateway's answer when the function does not answer.

@@ -248,6 +248,20 @@ fn uploads_are_analysed_without_a_second_call(api: &str, state_dir: &Path) {
     assert_eq!(status, 422, "{result:#}");
     assert_eq!((result["status"].as_str(), result["error"].as_str()), (Some("failed"), Some("InvalidImageFormat")));
 
+    // The astronaut cut short, as an interrupted upload leaves it: refused as Rekognition
+    // refuses it, never analysed as the part that arrived.
+    let photo = std::fs::read(photos.join("astronaut.jpg")).unwrap();
+    let truncated = state_dir.join("truncated.jpg");
+    std::fs::write(&truncated, &photo[..photo.len() / 2]).unwrap();
+    let (id, _) = upload(api, &truncated, "image/jpeg");
+    let (result, status, _) = analysis(api, &id);
+    assert_eq!((status, result["error"].as_str()), (422, Some("InvalidImageFormat")), "{result:#}");
+    let request = format!(r#"{{"fileKey":"uploads/{id}"}}"#);
+    let (body, status) =
+        curl(&["-X", "POST", "-H", "Content-Type: application/json", "-d", &request, &format!("{api}/analyze")]);
+    assert_eq!((status, json(&body)["error"].as_str()), (415, Some("InvalidImageFormat")), "{body}");
+    assert!(json(&body)["message"].as_str().unwrap().contains("(Rekognition: "), "Rekognition's words: {body}");
+
     // An id with no upload.
     let (body, status) = curl(&[&format!("{api}/analysis/00000000-0000-4000-8000-000000000000.jpg")]);
     assert_eq!((status, json(&body)["error"].as_str()), (404, Some("NotFound")), "{body}");

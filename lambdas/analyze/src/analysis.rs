@@ -167,10 +167,7 @@ async fn head(deps: &Deps, file_key: &str) -> Result<Option<HeadObjectOutput>, A
     match deps.s3.head_object().bucket(&deps.config.bucket).key(file_key).send().await {
         Ok(head) => Ok(Some(head)),
         Err(SdkError::ServiceError(error)) if is_missing(error.err(), error.raw().status().as_u16()) => Ok(None),
-        Err(error) => {
-            tracing::error!(error = %DisplayErrorContext(&error), file_key, "HeadObject failed");
-            Err(ApiError::upstream())
-        }
+        Err(error) => Err(s3_failure(&error, "HeadObject", file_key)),
     }
 }
 
@@ -195,27 +192,61 @@ fn detect_faces_error(error: &SdkError<DetectFacesError, HttpResponse>, file_key
         file_key,
         "DetectFaces refused the image"
     );
+    // Rekognition's own words about an image are the person's best clue; its other messages
+    // (access denied, internal errors) may name internals and are not passed on.
+    let said = |ours: &str, theirs: Option<&str>| match theirs.map(str::trim) {
+        Some(message) if !message.is_empty() => format!("{ours} (Rekognition: {message})"),
+        _ => ours.to_owned(),
+    };
     match service_error {
-        DetectFacesError::InvalidImageFormatException(_) => {
-            Failure::Image(ImageFault::InvalidImageFormat, "the image is not a valid JPEG or PNG".to_owned())
-        }
-        DetectFacesError::ImageTooLargeException(_) => {
-            Failure::Image(ImageFault::ImageTooLarge, "the image is too large for face analysis".to_owned())
+        DetectFacesError::InvalidImageFormatException(error) => Failure::Image(
+            ImageFault::InvalidImageFormat,
+            said("the image is not a valid, complete JPEG or PNG", error.message()),
+        ),
+        DetectFacesError::ImageTooLargeException(error) => {
+            Failure::Image(ImageFault::ImageTooLarge, said("the image is too large for face analysis", error.message()))
         }
         DetectFacesError::InvalidS3ObjectException(_) => {
             Failure::Missing(ApiError::not_found(format!("the image at fileKey {file_key:?} could not be read")))
         }
-        DetectFacesError::InvalidParameterException(_) => Failure::Image(
-            ImageFault::InvalidParameter,
-            "the image cannot be analyzed: it must be at least 80 pixels on each side".to_owned(),
-        ),
+        DetectFacesError::InvalidParameterException(error) => {
+            Failure::Image(ImageFault::InvalidParameter, said("face analysis refused the image", error.message()))
+        }
         DetectFacesError::ThrottlingException(_) | DetectFacesError::ProvisionedThroughputExceededException(_) => {
-            Failure::Transient(
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Throttled", "face analysis is busy; retry shortly")
-                    .with_retry_after(RETRY_AFTER_SECONDS),
-            )
+            Failure::Transient(throttled("face analysis"))
         }
         _ => Failure::Transient(ApiError::upstream()),
+    }
+}
+
+/// 503 `Throttled` with `Retry-After`: `service` asked to slow down, and a retry shortly will
+/// likely succeed.
+fn throttled(service: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Throttled", format!("{service} is busy; retry shortly"))
+        .with_retry_after(RETRY_AFTER_SECONDS)
+}
+
+/// A failed S3 call as the API answers it, logged first: S3 asking to slow down (`SlowDown`,
+/// or any 503 once the SDK's own retries are spent) is 503 `Throttled` with `Retry-After`, as
+/// Rekognition's throttling is; anything else is an opaque 502.
+pub(crate) fn s3_failure<E>(error: &SdkError<E, HttpResponse>, operation: &str, key: &str) -> ApiError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = error.raw_response().map(|response| response.status().as_u16());
+    let slow_down = status == Some(503)
+        || matches!(
+            error.code(),
+            Some(
+                "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException"
+            )
+        );
+    if slow_down {
+        tracing::warn!(error = %DisplayErrorContext(error), key, "S3 {operation} throttled");
+        throttled("storage")
+    } else {
+        tracing::error!(error = %DisplayErrorContext(error), key, "S3 {operation} failed");
+        ApiError::upstream()
     }
 }
 

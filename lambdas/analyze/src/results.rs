@@ -10,7 +10,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use api_common::ApiError;
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use serde::{Deserialize, Serialize};
@@ -69,10 +69,7 @@ pub async fn load(deps: &Deps, file_key: &str) -> Result<Lookup, ApiError> {
         Err(SdkError::ServiceError(error)) if is_missing(error.err(), error.raw().status().as_u16()) => {
             return Ok(Lookup::Absent);
         }
-        Err(error) => {
-            tracing::error!(error = %DisplayErrorContext(&error), key, "GetObject of the result failed");
-            return Err(ApiError::upstream());
-        }
+        Err(error) => return Err(analysis::s3_failure(&error, "GetObject of the result", &key)),
     };
     if output.content_length().unwrap_or(0) > MAX_RESULT_BYTES {
         tracing::error!(key, length = output.content_length(), "the kept result is too large to be one");
@@ -177,8 +174,8 @@ async fn keep(deps: &Deps, result: StoredResult, replace: bool) -> (StoredResult
             }
         }
         Err(error) => {
-            tracing::error!(error = %DisplayErrorContext(&error), key, "PutObject of the result failed");
-            (result, Kept::NotKept(ApiError::upstream()))
+            let failure = analysis::s3_failure(&error, "PutObject of the result", &key);
+            (result, Kept::NotKept(failure))
         }
     }
 }

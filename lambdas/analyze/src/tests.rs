@@ -398,6 +398,45 @@ async fn head_object_failure_is_an_opaque_502() {
     assert!(!message.contains("500"), "{message}");
 }
 
+#[tokio::test]
+async fn s3_asking_to_slow_down_is_a_503_with_retry_after_like_rekognitions_throttling() {
+    let head = mock!(aws_sdk_s3::Client::head_object).sequence().http_status(503, None).times(4).build();
+    let (status, body, headers) = call(&deps(&[&head], &[]), event(|_| {})).await;
+    assert_eq!((status, body["error"].as_str().unwrap()), (StatusCode::SERVICE_UNAVAILABLE, "Throttled"), "{body}");
+    assert_eq!(body["message"], "storage is busy; retry shortly");
+    assert_eq!(headers["retry-after"], RETRY_AFTER_SECONDS.to_string());
+}
+
+#[tokio::test]
+async fn an_image_refused_by_rekognition_is_described_in_rekognitions_words() {
+    let said = "Request has invalid parameters: the image is 60x40 pixels; the minimum is 80 pixels";
+    let faces = detect_error(|| {
+        DetectFacesError::InvalidParameterException(
+            rk_error::InvalidParameterException::builder()
+                .message("Request has invalid parameters: the image is 60x40 pixels; the minimum is 80 pixels")
+                .build(),
+        )
+    });
+    let message =
+        expect_error(&deps(&[&head_jpeg()], &[&faces]), event(|_| {}), StatusCode::BAD_REQUEST, "InvalidParameter")
+            .await;
+    assert_eq!(message, format!("face analysis refused the image (Rekognition: {said})"));
+
+    let faces = detect_error(|| {
+        DetectFacesError::InvalidImageFormatException(
+            rk_error::InvalidImageFormatException::builder().message("Request has invalid image format").build(),
+        )
+    });
+    let message = expect_error(
+        &deps(&[&head_jpeg()], &[&faces]),
+        event(|_| {}),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "InvalidImageFormat",
+    )
+    .await;
+    assert!(message.ends_with("(Rekognition: Request has invalid image format)"), "{message}");
+}
+
 /// A Rekognition error, and the status and error code the API answers it with.
 type ErrorCase = (fn() -> DetectFacesError, StatusCode, &'static str);
 

@@ -246,6 +246,10 @@ async fn a_person_uploads_photos_in_chromium_and_sees_their_faces() {
     assert!(listed.starts_with("Face 1: Happy, "), "{listed}");
     let bars = client.find_all(Locator::Css("#faces .emotions li")).await.unwrap();
     assert_eq!(bars.len(), analysis["faces"][0]["emotions"].as_array().unwrap().len(), "every emotion as a bar");
+    // The page asked for a URL signed for the file's exact length.
+    let size = std::fs::metadata(photos.join("astronaut.jpg")).unwrap().len();
+    let log = std::fs::read_to_string(cloud.state_dir().join("dataplane.log")).unwrap();
+    assert!(log.contains(&format!("GET /upload-url?contentType=image%2Fjpeg&contentLength={size} ")), "{log}");
 
     // The cat: no faces, said plainly.
     reset(&client).await;

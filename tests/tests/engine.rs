@@ -842,6 +842,109 @@ async fn deploy_without_a_terminal_or_yes_refuses_and_creates_nothing() {
 }
 
 #[tokio::test]
+async fn drift_sees_an_extra_role_policy_an_extra_permission_and_protections_turned_off() {
+    let moto = moto();
+    let dir = temp_dir();
+    let build = synthetic_build(dir.path(), 1);
+    deploy(&moto, &build).assert_success("deploy");
+    let aws = Aws::new(&moto).await;
+
+    // Behind the tool's back: a second inline policy and an attached one on analyze's role;
+    // anyone allowed to invoke analyze's live alias; the upload bucket's public access block
+    // turned off and its encryption changed; the state bucket's public access block removed.
+    let role = format!("{PREFIX}analyze");
+    let wide = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]});
+    aws.iam
+        .put_role_policy()
+        .role_name(&role)
+        .policy_name("backdoor")
+        .policy_document(wide.to_string())
+        .send()
+        .await
+        .unwrap();
+    let managed =
+        aws.iam.create_policy().policy_name("everything").policy_document(wide.to_string()).send().await.unwrap();
+    let managed_arn = managed.policy().unwrap().arn().unwrap().to_owned();
+    aws.iam.attach_role_policy().role_name(&role).policy_arn(&managed_arn).send().await.unwrap();
+    aws.lambda
+        .add_permission()
+        .function_name(format!("{PREFIX}analyze"))
+        .qualifier("live")
+        .statement_id("anyone")
+        .principal("*")
+        .action("lambda:InvokeFunction")
+        .send()
+        .await
+        .unwrap();
+    let open = aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
+        .block_public_acls(false)
+        .ignore_public_acls(false)
+        .block_public_policy(false)
+        .restrict_public_buckets(false)
+        .build();
+    aws.s3
+        .put_public_access_block()
+        .bucket(UPLOAD_BUCKET)
+        .public_access_block_configuration(open)
+        .send()
+        .await
+        .unwrap();
+    // (Deleting it would not do: S3 encrypts with SSE-S3 all the same, and says so.)
+    let kms = aws_sdk_s3::types::ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+        .build()
+        .unwrap();
+    let rule =
+        aws_sdk_s3::types::ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(kms).build();
+    let encryption = aws_sdk_s3::types::ServerSideEncryptionConfiguration::builder().rules(rule).build().unwrap();
+    aws.s3
+        .put_bucket_encryption()
+        .bucket(UPLOAD_BUCKET)
+        .server_side_encryption_configuration(encryption)
+        .send()
+        .await
+        .unwrap();
+    aws.s3.delete_public_access_block().bucket(STATE_BUCKET).send().await.unwrap();
+
+    let drifted = xtask(&moto, &["drift", "--env", ENV]);
+    assert_eq!(drifted.code(), Some(2), "drift exits 2:\n{}\n{}", drifted.stdout, drifted.stderr);
+    let out = &drifted.stdout;
+    assert!(out.contains(&format!("Drift: {} in sync, 3 changed, 0 deleted.", STACK_SIZE - 3)), "{out}");
+    assert!(
+        out.contains(r#"inline_policies: ["least-privilege"] (state) != ["backdoor","least-privilege"] (live)"#),
+        "{out}"
+    );
+    assert!(out.contains(&format!(r#"attached_policies: [] (state) != ["{managed_arn}"] (live)"#)), "{out}");
+    assert!(out.contains("~ alias.analyze (live) changed outside this tool:"), "{out}");
+    assert!(
+        out.contains(r#"policy_statements: ["#) && out.contains(r#""anyone""#),
+        "the extra statement is named: {out}"
+    );
+    assert!(out.contains("~ bucket.uploads"), "{out}");
+    let closed = r#"{"block_public_acls":true,"block_public_policy":true,"ignore_public_acls":true,"restrict_public_buckets":true}"#;
+    let opened = closed.replace("true", "false");
+    assert!(out.contains(&format!("public_access_block: {closed} (state) != {opened} (live)")), "{out}");
+    assert!(out.contains(r#"encryption: "AES256" (state) != "aws:kms" (live)"#), "{out}");
+    assert!(out.contains(&format!("~ state-bucket ({STATE_BUCKET}) changed outside this tool:")), "{out}");
+    assert_eq!(drifted.mutations(), BTreeMap::new(), "drift only reads: {:?}", drifted.calls);
+
+    // A refreshing deploy restores the bucket's protections, which state records; the extra
+    // policies and statement were never the tool's, and drift keeps naming them.
+    let mut args = deploy_args(&build);
+    args.push("--refresh");
+    xtask(&moto, &args).assert_success("deploy --refresh");
+    let block = aws.s3.get_public_access_block().bucket(UPLOAD_BUCKET).send().await.unwrap();
+    assert_eq!(block.public_access_block_configuration().unwrap().block_public_policy(), Some(true));
+    let encryption = aws.s3.get_bucket_encryption().bucket(UPLOAD_BUCKET).send().await.unwrap();
+    let rule = &encryption.server_side_encryption_configuration().unwrap().rules()[0];
+    assert_eq!(rule.apply_server_side_encryption_by_default().unwrap().sse_algorithm().as_str(), "AES256");
+    let after = xtask(&moto, &["drift", "--env", ENV]);
+    assert_eq!(after.code(), Some(2));
+    assert!(!after.stdout.contains("bucket.uploads"), "{}", after.stdout);
+    assert!(after.stdout.contains("~ role.analyze") && after.stdout.contains("~ alias.analyze"), "{}", after.stdout);
+}
+
+#[tokio::test]
 async fn drift_finds_changes_and_deletions_made_behind_the_tools_back_but_not_reordered_policies() {
     let moto = moto();
     let dir = temp_dir();

@@ -68,6 +68,8 @@ async fn find_then_delete_twice(p: &AwsProvider, state: &ResourceState) {
 fn bucket_inputs(name: &str) -> Inputs {
     inputs(json!({
         "name": name,
+        "public_access_block": xtask::aws::block_all_public_access(),
+        "encryption": "AES256",
         "policy": xtask::aws::tls_only_policy("aws", name),
         "cors_allowed_origins": ["https://app.example.com"],
         "uploads_expire_after_days": 7,
@@ -132,6 +134,22 @@ async fn bucket_lifecycle() {
     let tagging = s3.get_bucket_tagging().bucket(name).send().await.unwrap();
     let tags: Vec<(&str, &str)> = tagging.tag_set().iter().map(|t| (t.key(), t.value())).collect();
     assert_eq!(tags, [("project", "image-analyzer")]);
+
+    // Its protections are read back as recorded; turned off behind the tool's back, they
+    // read as they are, and an update puts them back.
+    let live = p.read(&state).await.unwrap().unwrap();
+    assert_eq!((&live["public_access_block"], &live["encryption"]), (&inputs["public_access_block"], &json!("AES256")));
+    s3.delete_public_access_block().bucket(name).send().await.unwrap();
+    s3.delete_bucket_encryption().bucket(name).send().await.unwrap();
+    let live = p.read(&state).await.unwrap().unwrap();
+    assert_eq!(live["public_access_block"]["block_public_policy"], json!(false));
+    assert_eq!(live["encryption"], Value::Null);
+    let mut opened = state.clone();
+    opened.inputs.insert("public_access_block".to_owned(), live["public_access_block"].clone());
+    opened.inputs.insert("encryption".to_owned(), Value::Null);
+    let changed = ["public_access_block".to_owned(), "encryption".to_owned()];
+    p.update(&opened, &state.inputs, &changed).await.unwrap();
+    assert_eq!(p.read(&state).await.unwrap().unwrap()["public_access_block"], inputs["public_access_block"]);
 
     find_then_delete_twice(&p, &state).await;
 }
@@ -589,6 +607,39 @@ async fn event_invoke_config_lifecycle() {
     assert!(matches!(&error, ProviderError::Input { key, .. } if key == "maximum_retry_attempts"), "{error}");
 
     find_then_delete_twice(&p, &state).await;
+}
+
+#[tokio::test]
+async fn reserved_concurrency_lifecycle() {
+    let moto = Moto::start().unwrap();
+    let p = provider(&moto, "us-east-1").await;
+    let p = with_function(&p, "ia-test-analyze").await;
+    let name = "ia-test-analyze";
+    let inputs = inputs(json!({"function_name": name, "reserved": 20}));
+    let created = p.create(Kind::Concurrency, name, &inputs).await.unwrap();
+    assert_eq!(created.physical_id, name);
+    let state = recorded(Kind::Concurrency, name, &created, &inputs);
+    assert_eq!(p.read(&state).await.unwrap(), Some(inputs.clone()));
+    let reserved = |p: &AwsProvider| {
+        let lambda = p.clients.lambda.clone();
+        async move {
+            let found = lambda.get_function_concurrency().function_name(name).send().await.unwrap();
+            found.reserved_concurrent_executions()
+        }
+    };
+    assert_eq!(reserved(&p).await, Some(20));
+    let state = update(&p, &state, "reserved", json!(0)).await;
+    assert_eq!(reserved(&p).await, Some(0), "0 stops the function");
+    // Created again (a crash before the state write): the same one reservation.
+    p.create(Kind::Concurrency, name, &state.inputs).await.unwrap();
+
+    let mut invalid = inputs.clone();
+    invalid.insert("reserved".to_owned(), json!(-1));
+    let error = p.create(Kind::Concurrency, name, &invalid).await.unwrap_err();
+    assert!(matches!(&error, ProviderError::Input { key, .. } if key == "reserved"), "{error}");
+
+    find_then_delete_twice(&p, &state).await;
+    assert_eq!(reserved(&p).await, None, "no reservation: the account's unreserved pool");
 }
 
 #[tokio::test]

@@ -91,6 +91,10 @@ pub enum Setting {
     UploadBucket,
     /// `UPLOAD_URL_EXPIRY_SECONDS`
     UploadUrlExpiry,
+    /// `MAX_UPLOAD_BYTES`
+    MaxUploadBytes,
+    /// `REQUIRE_CONTENT_LENGTH`
+    RequireContentLength,
 }
 
 pub const FUNCTIONS: &[Function] = &[
@@ -99,7 +103,12 @@ pub const FUNCTIONS: &[Function] = &[
         routes: &[Route { name: "upload-url", method: Method::Get, path: "/upload-url" }],
         triggers: &[],
         capabilities: &[Capability::PutUploads],
-        settings: &[Setting::UploadBucket, Setting::UploadUrlExpiry],
+        settings: &[
+            Setting::UploadBucket,
+            Setting::UploadUrlExpiry,
+            Setting::MaxUploadBytes,
+            Setting::RequireContentLength,
+        ],
         default_memory_mb: 128,
         default_timeout_seconds: 5,
     },

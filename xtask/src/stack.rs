@@ -5,7 +5,8 @@
 //! an environment this module derives every resource: the upload bucket; per function an IAM
 //! role whose policy grants exactly those capabilities, a log group, the function, its `live`
 //! alias and its API integration; per route an API route and an invoke permission; per
-//! triggered function S3's invoke permission and the asynchronous invoke configuration; the
+//! triggered function S3's invoke permission and the asynchronous invoke configuration; per
+//! function whose environment reserves a concurrency, that reservation; the
 //! bucket's notification of every trigger; plus the HTTP API and its `$default` stage.
 //!
 //! The API and S3 invoke each function through its alias, and may invoke nothing else: the
@@ -101,6 +102,9 @@ pub fn resources(cx: &Context<'_>) -> Result<Vec<Resource>, StackError> {
         if !function.triggers.is_empty() {
             resources.push(invoke_config(cx, function));
         }
+        if let Some(reserved) = cx.env.functions[function.name].reserved_concurrency {
+            resources.push(concurrency(cx, function, reserved));
+        }
     }
     resources.extend(notification(cx));
     Ok(resources)
@@ -109,6 +113,9 @@ pub fn resources(cx: &Context<'_>) -> Result<Vec<Resource>, StackError> {
 fn bucket(cx: &Context<'_>) -> Resource {
     let bucket = Resource::new("bucket.uploads", Kind::Bucket, cx.bucket_name())
         .input("name", cx.bucket_name())
+        // Private, encrypted at rest: recorded, so that drift sees either turned off.
+        .input("public_access_block", crate::aws::block_all_public_access())
+        .input("encryption", crate::aws::BUCKET_ENCRYPTION)
         .input("cors_allowed_origins", json!(upload_origins(cx)))
         .input("uploads_expire_after_days", cx.env.uploads_expire_after_days)
         // Results go with the uploads they describe.
@@ -259,6 +266,8 @@ fn lambda(cx: &Context<'_>, function: &Function) -> Result<Resource, StackError>
         .map(|setting| match setting {
             Setting::UploadBucket => ("UPLOAD_BUCKET", cx.bucket_name()),
             Setting::UploadUrlExpiry => ("UPLOAD_URL_EXPIRY_SECONDS", cx.env.upload_url_expiry_seconds.to_string()),
+            Setting::MaxUploadBytes => ("MAX_UPLOAD_BYTES", cx.env.max_upload_bytes.to_string()),
+            Setting::RequireContentLength => ("REQUIRE_CONTENT_LENGTH", cx.env.require_content_length.to_string()),
         })
         .collect();
     Ok(Resource::new(&id, Kind::Function, &name)
@@ -273,6 +282,15 @@ fn lambda(cx: &Context<'_>, function: &Function) -> Result<Resource, StackError>
         .input("publish", true)
         // Created first, so Lambda never creates it itself without retention.
         .after(format!("logs.{}", function.name)))
+}
+
+/// The function's reserved concurrency, when the environment sets one: it bounds what the
+/// function can cost, and what it may take of the account's concurrency.
+fn concurrency(cx: &Context<'_>, function: &Function, reserved: u32) -> Resource {
+    let target = format!("function.{}", function.name);
+    Resource::new(format!("concurrency.{}", function.name), Kind::Concurrency, cx.physical_name(function.name))
+        .input("function_name", Reference::to(&target, "name"))
+        .input("reserved", reserved)
 }
 
 /// The `live` alias, on the function's latest published version.

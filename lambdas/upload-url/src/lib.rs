@@ -1,5 +1,12 @@
 //! `GET /upload-url`: hands out a presigned S3 PUT URL for one image, and the `fileKey`
 //! that `POST /analyze` takes afterwards.
+//!
+//! `?contentType=image/jpeg|image/png` chooses the type (JPEG by default), signed into the URL.
+//! `?contentLength=N` signs the upload's exact length into the URL too, so that S3 refuses a
+//! PUT of any other length: one URL stores at most what was asked for. N must be a whole
+//! number of bytes from 1 to the environment's limit (`MAX_UPLOAD_BYTES`, 15 MiB by default,
+//! what Rekognition analyses). Where `REQUIRE_CONTENT_LENGTH` is `true`, a request without it
+//! is refused, since an unsigned length lets one URL store up to 5 GB.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +25,12 @@ pub const BUCKET_ENV: &str = "UPLOAD_BUCKET";
 pub const EXPIRY_ENV: &str = "UPLOAD_URL_EXPIRY_SECONDS";
 pub const DEFAULT_EXPIRY_SECONDS: u64 = 300;
 pub const MAX_EXPIRY_SECONDS: u64 = 3600;
+/// Environment variable with the largest upload in bytes a URL is issued for.
+pub const MAX_UPLOAD_BYTES_ENV: &str = "MAX_UPLOAD_BYTES";
+/// The largest upload worth making, and the default limit: what Rekognition analyses.
+pub const MAX_UPLOAD_BYTES: u64 = api_common::MAX_IMAGE_BYTES as u64;
+/// Environment variable (`true`/`false`) saying whether `contentLength` is required.
+pub const REQUIRE_CONTENT_LENGTH_ENV: &str = "REQUIRE_CONTENT_LENGTH";
 
 /// The image types a client may upload, with the extension their keys get.
 pub const ALLOWED_TYPES: [(&str, &str); 2] = [("image/jpeg", "jpg"), ("image/png", "png")];
@@ -28,6 +41,10 @@ const DEFAULT_CONTENT_TYPE: &str = "image/jpeg";
 pub struct Config {
     pub bucket: String,
     pub expiry: Duration,
+    /// The largest `contentLength` a URL is issued for.
+    pub max_upload_bytes: u64,
+    /// Whether a request must give `contentLength`.
+    pub require_content_length: bool,
 }
 
 impl Config {
@@ -42,7 +59,26 @@ impl Config {
             None => DEFAULT_EXPIRY_SECONDS,
             Some(text) => parse_expiry(&text)?,
         };
-        Ok(Self { bucket, expiry: Duration::from_secs(expiry) })
+        let max_upload_bytes = match var(MAX_UPLOAD_BYTES_ENV) {
+            None => MAX_UPLOAD_BYTES,
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(bytes) if (1..=MAX_UPLOAD_BYTES).contains(&bytes) => bytes,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "{MAX_UPLOAD_BYTES_ENV}={text:?} must be a whole number of bytes from 1 to {MAX_UPLOAD_BYTES}"
+                    )))
+                }
+            },
+        };
+        let require_content_length = match var(REQUIRE_CONTENT_LENGTH_ENV).as_deref().map(str::trim) {
+            None => false,
+            Some(text) if text.eq_ignore_ascii_case("true") => true,
+            Some(text) if text.eq_ignore_ascii_case("false") => false,
+            Some(text) => {
+                return Err(ConfigError(format!("{REQUIRE_CONTENT_LENGTH_ENV}={text:?} must be `true` or `false`")))
+            }
+        };
+        Ok(Self { bucket, expiry: Duration::from_secs(expiry), max_upload_bytes, require_content_length })
     }
 }
 
@@ -69,6 +105,10 @@ pub struct UploadUrl {
     pub file_key: String,
     pub expires_in: u64,
     pub content_type: String,
+    /// The length signed into the URL, when the request gave one: the PUT must send exactly
+    /// this many bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_length: Option<u64>,
 }
 
 /// The Lambda handler: every outcome is an HTTP response, errors included.
@@ -76,7 +116,13 @@ pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lam
     let request_id = request_id(&request);
     Ok(match upload_url(deps, &request, SystemTime::now()).await {
         Ok(body) => {
-            tracing::info!(request_id, file_key = %body.file_key, content_type = %body.content_type, "issued upload URL");
+            tracing::info!(
+                request_id,
+                file_key = %body.file_key,
+                content_type = %body.content_type,
+                content_length = body.content_length,
+                "issued upload URL"
+            );
             json_response(StatusCode::OK, &body)
         }
         Err(error) => error.into_response(&request_id),
@@ -85,10 +131,8 @@ pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lam
 
 async fn upload_url(deps: &Deps, request: &Request, now: SystemTime) -> Result<UploadUrl, ApiError> {
     check_route(request, &ROUTE_METHOD, ROUTE_PATH)?;
-    let requested = request
-        .query_string_parameters_ref()
-        .and_then(|query| query.first("contentType"))
-        .unwrap_or(DEFAULT_CONTENT_TYPE);
+    let query = request.query_string_parameters_ref();
+    let requested = query.and_then(|query| query.first("contentType")).unwrap_or(DEFAULT_CONTENT_TYPE);
     let (content_type, extension) = ALLOWED_TYPES
         .into_iter()
         .find(|(allowed, _)| allowed.eq_ignore_ascii_case(requested.trim()))
@@ -99,6 +143,8 @@ async fn upload_url(deps: &Deps, request: &Request, now: SystemTime) -> Result<U
                 allowed.join(", ")
             ))
         })?;
+    let content_length =
+        content_length(query.and_then(|query| query.first("contentLength")), content_type, &deps.config)?;
 
     let file_key = format!("uploads/{}.{extension}", uuid::Uuid::new_v4());
     let presigning =
@@ -112,6 +158,7 @@ async fn upload_url(deps: &Deps, request: &Request, now: SystemTime) -> Result<U
         .bucket(&deps.config.bucket)
         .key(&file_key)
         .content_type(content_type)
+        .set_content_length(content_length.map(|length| length as i64))
         .presigned(presigning)
         .await
         .map_err(|error| {
@@ -124,7 +171,43 @@ async fn upload_url(deps: &Deps, request: &Request, now: SystemTime) -> Result<U
         file_key,
         expires_in: deps.config.expiry.as_secs(),
         content_type: content_type.to_owned(),
+        content_length,
     })
+}
+
+/// The upload's length from `contentLength`, checked against the limit; `None` when the
+/// request gave none and the environment does not require it.
+fn content_length(given: Option<&str>, content_type: &str, config: &Config) -> Result<Option<u64>, ApiError> {
+    let limit = config.max_upload_bytes;
+    let Some(text) = given else {
+        if config.require_content_length {
+            return Err(ApiError::invalid_request(format!(
+                "contentLength is required: call GET /upload-url?contentType={content_type}&contentLength=<the \
+                 file's size in bytes>, at most {limit} bytes; the URL is signed for exactly that length"
+            )));
+        }
+        return Ok(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(length) if (1..=limit).contains(&length) => Ok(Some(length)),
+        Ok(length) if length > limit => Err(ApiError::invalid_request(format!(
+            "contentLength {length} is over the upload limit of {limit} bytes ({})",
+            in_mib(limit)
+        ))),
+        _ => Err(ApiError::invalid_request(format!(
+            "contentLength {text:?} must be a whole number of bytes from 1 to {limit} (the upload limit)"
+        ))),
+    }
+}
+
+/// `15 MiB`, `1.5 MiB`: a limit as people read it.
+fn in_mib(bytes: u64) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if mib.fract() == 0.0 {
+        format!("{mib:.0} MiB")
+    } else {
+        format!("{mib:.1} MiB")
+    }
 }
 
 /// Builds the S3 client the way the function does at cold start. Presigned URLs must not

@@ -25,7 +25,12 @@ fn deps(expiry: u64) -> Deps {
         .build();
     Deps {
         s3: s3_client(&sdk_config, false),
-        config: Config { bucket: BUCKET.to_owned(), expiry: Duration::from_secs(expiry) },
+        config: Config {
+            bucket: BUCKET.to_owned(),
+            expiry: Duration::from_secs(expiry),
+            max_upload_bytes: MAX_UPLOAD_BYTES,
+            require_content_length: false,
+        },
     }
 }
 
@@ -37,10 +42,29 @@ fn event(edit: impl FnOnce(&mut Value)) -> Request {
 }
 
 fn with_query(query: &str, value: &str) -> Request {
+    with_params(&[(query, value)])
+}
+
+/// The fixture event with exactly these query parameters.
+fn with_params(params: &[(&str, &str)]) -> Request {
+    let raw: Vec<String> = params.iter().map(|(name, value)| format!("{name}={}", value.replace('/', "%2F"))).collect();
+    let map: serde_json::Map<String, Value> =
+        params.iter().map(|(name, value)| ((*name).to_owned(), json!(value))).collect();
     event(|event| {
-        event["rawQueryString"] = json!(format!("contentType={}", value.replace('/', "%2F")));
-        event["queryStringParameters"] = json!({ query: value });
+        event["rawQueryString"] = json!(raw.join("&"));
+        event["queryStringParameters"] = Value::Object(map);
     })
+}
+
+fn requiring_length() -> Deps {
+    let mut deps = deps(300);
+    deps.config.require_content_length = true;
+    deps
+}
+
+fn signed_headers(body: &Value) -> Vec<String> {
+    let url = url::Url::parse(body["uploadUrl"].as_str().unwrap()).unwrap();
+    query_of(&url)["X-Amz-SignedHeaders"].split(';').map(str::to_owned).collect()
 }
 
 async fn call(deps: &Deps, request: Request) -> (StatusCode, Value) {
@@ -97,6 +121,61 @@ async fn presigned_url_targets_the_key_with_expiry_and_signed_content_type() {
 }
 
 #[tokio::test]
+async fn a_url_issued_for_n_bytes_has_the_length_among_its_signed_headers() {
+    let (status, body) =
+        call(&deps(300), with_params(&[("contentType", "image/png"), ("contentLength", "48213")])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["contentLength"], 48213);
+    assert_eq!(signed_headers(&body), ["content-length", "content-type", "host"]);
+}
+
+#[tokio::test]
+async fn without_a_length_the_url_signs_none_and_says_none() {
+    let (status, body) = call(&deps(300), event(|_| {})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("contentLength").is_none(), "{body}");
+    assert_eq!(signed_headers(&body), ["content-type", "host"]);
+}
+
+#[tokio::test]
+async fn a_length_over_the_limit_is_a_400_that_says_the_limit() {
+    let (status, body) = call(&deps(300), with_query("contentLength", "15728641")).await;
+    assert_eq!((status, body["error"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "InvalidRequest"));
+    assert_eq!(body["message"], "contentLength 15728641 is over the upload limit of 15728640 bytes (15 MiB)");
+
+    let mut small = deps(300);
+    small.config.max_upload_bytes = 1024 * 1024;
+    let (status, body) = call(&small, with_query("contentLength", "1048577")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().unwrap().contains("limit of 1048576 bytes (1 MiB)"), "{body}");
+    let (status, _) = call(&small, with_query("contentLength", "1048576")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_length_that_is_not_a_positive_whole_number_is_a_400_that_says_the_limit() {
+    for bad in ["0", "-1", "12.5", "1e6", "abc", "", "18446744073709551616"] {
+        let (status, body) = call(&deps(300), with_query("contentLength", bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("from 1 to 15728640"), "{bad}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn where_the_length_is_required_a_request_without_it_is_told_how_to_call() {
+    let deps = requiring_length();
+    let (status, body) = call(&deps, with_query("contentType", "image/png")).await;
+    assert_eq!((status, body["error"].as_str().unwrap()), (StatusCode::BAD_REQUEST, "InvalidRequest"));
+    let message = body["message"].as_str().unwrap();
+    assert!(message.starts_with("contentLength is required"), "{message}");
+    assert!(message.contains("GET /upload-url?contentType=image/png&contentLength="), "{message}");
+    let (status, body) = call(&deps, with_params(&[("contentType", "image/png"), ("contentLength", "100")])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(signed_headers(&body).contains(&"content-length".to_owned()));
+}
+
+#[tokio::test]
 async fn path_style_client_puts_the_bucket_in_the_path() {
     let mut deps = deps(300);
     let sdk_config = deps.s3.config().clone();
@@ -149,7 +228,15 @@ fn configuration_needs_the_bucket_and_defaults_the_expiry() {
     assert!(error.to_string().contains("UPLOAD_BUCKET"), "{error}");
 
     let config = Config::from_vars(|name| (name == BUCKET_ENV).then(|| BUCKET.to_owned())).unwrap();
-    assert_eq!(config, Config { bucket: BUCKET.to_owned(), expiry: Duration::from_secs(300) });
+    assert_eq!(
+        config,
+        Config {
+            bucket: BUCKET.to_owned(),
+            expiry: Duration::from_secs(300),
+            max_upload_bytes: 15 * 1024 * 1024,
+            require_content_length: false,
+        }
+    );
 
     let vars = |name: &str| match name {
         BUCKET_ENV => Some(BUCKET.to_owned()),
@@ -157,6 +244,31 @@ fn configuration_needs_the_bucket_and_defaults_the_expiry() {
         _ => None,
     };
     assert!(Config::from_vars(vars).unwrap_err().to_string().contains("3600"));
+}
+
+#[test]
+fn upload_bounds_are_read_from_the_environment_and_checked() {
+    let config = |pairs: &[(&str, &str)]| {
+        let vars: Vec<(String, String)> =
+            pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+        Config::from_vars(move |name| {
+            (name == BUCKET_ENV)
+                .then(|| BUCKET.to_owned())
+                .or_else(|| vars.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone()))
+        })
+    };
+    let read = config(&[(MAX_UPLOAD_BYTES_ENV, "5242880"), (REQUIRE_CONTENT_LENGTH_ENV, "true")]).unwrap();
+    assert_eq!((read.max_upload_bytes, read.require_content_length), (5 * 1024 * 1024, true));
+    assert!(!config(&[(REQUIRE_CONTENT_LENGTH_ENV, "FALSE")]).unwrap().require_content_length);
+    for (name, bad) in [
+        (MAX_UPLOAD_BYTES_ENV, "0"),
+        (MAX_UPLOAD_BYTES_ENV, "15728641"),
+        (MAX_UPLOAD_BYTES_ENV, "lots"),
+        (REQUIRE_CONTENT_LENGTH_ENV, "yes"),
+    ] {
+        let error = config(&[(name, bad)]).unwrap_err();
+        assert!(error.to_string().contains(name), "{error}");
+    }
 }
 
 #[test]

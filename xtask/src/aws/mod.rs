@@ -48,6 +48,20 @@ pub async fn get_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> any
     }
 }
 
+/// The default encryption of every bucket the tool makes: SSE-S3.
+pub const BUCKET_ENCRYPTION: &str = "AES256";
+
+/// The public access block of every bucket the tool makes: all four settings on, as the
+/// `public_access_block` property records it (S3's four flags, snake_case).
+pub fn block_all_public_access() -> serde_json::Value {
+    serde_json::json!({
+        "block_public_acls": true,
+        "block_public_policy": true,
+        "ignore_public_acls": true,
+        "restrict_public_buckets": true,
+    })
+}
+
 /// A bucket policy denying every request to `bucket` and its objects not made over TLS.
 pub fn tls_only_policy(partition: &str, bucket: &str) -> serde_json::Value {
     let arn = format!("arn:{partition}:s3:::{bucket}");

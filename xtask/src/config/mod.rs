@@ -42,6 +42,8 @@ pub const ACCOUNT_ID_PLACEHOLDER: &str = "{account_id}";
 
 /// `upload_url_expiry_seconds` when the file does not set it.
 pub const DEFAULT_UPLOAD_URL_EXPIRY_SECONDS: u32 = 300;
+/// `max_upload_bytes` when the file does not set it: Rekognition's limit for an image in S3.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u32 = 15 * 1024 * 1024;
 
 /// One environment, resolved: every optional value filled in, every function present.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,6 +61,10 @@ pub struct Environment {
     pub functions: BTreeMap<String, FunctionSettings>,
     pub log_retention_days: u32,
     pub upload_url_expiry_seconds: u32,
+    /// The largest upload `GET /upload-url` issues a URL for, in bytes.
+    pub max_upload_bytes: u32,
+    /// Whether `GET /upload-url` requires `contentLength` (which it then signs into the URL).
+    pub require_content_length: bool,
     /// Origins (`scheme://host[:port]`), or exactly `["*"]`.
     pub cors_allowed_origins: Vec<String>,
     pub uploads_expire_after_days: u32,
@@ -87,6 +93,9 @@ pub struct FunctionSettings {
     pub memory_mb: u32,
     pub timeout_seconds: u32,
     pub architecture: Arch,
+    /// Lambda's reserved concurrency: at most this many instances at once (`None`: the
+    /// account's unreserved pool).
+    pub reserved_concurrency: Option<u32>,
 }
 
 /// API Gateway stage throttling.
@@ -160,6 +169,7 @@ pub fn default_settings(function: &Function) -> FunctionSettings {
         memory_mb: function.default_memory_mb,
         timeout_seconds: function.default_timeout_seconds,
         architecture: Arch::X86_64,
+        reserved_concurrency: None,
     }
 }
 
@@ -286,6 +296,7 @@ impl Environment {
                     memory_mb: o.and_then(|o| o.memory_mb).map_or(defaults.memory_mb, |m| m.0),
                     timeout_seconds: o.and_then(|o| o.timeout_seconds).map_or(defaults.timeout_seconds, |t| t.0),
                     architecture: o.and_then(|o| o.architecture).unwrap_or(defaults.architecture),
+                    reserved_concurrency: o.and_then(|o| o.reserved_concurrency).map(|r| r.0),
                 };
                 (f.name.to_string(), settings)
             })
@@ -301,6 +312,8 @@ impl Environment {
             functions,
             log_retention_days: raw.log_retention_days.0,
             upload_url_expiry_seconds: raw.upload_url_expiry_seconds.map_or(DEFAULT_UPLOAD_URL_EXPIRY_SECONDS, |e| e.0),
+            max_upload_bytes: raw.max_upload_bytes.map_or(DEFAULT_MAX_UPLOAD_BYTES, |m| m.0),
+            require_content_length: raw.require_content_length.unwrap_or(false),
             cors_allowed_origins: raw.cors_allowed_origins.0,
             uploads_expire_after_days: raw.uploads_expire_after_days.0,
             throttling: Throttling {

@@ -31,6 +31,10 @@ pub(super) struct RawEnvironment {
     pub(super) log_retention_days: RetentionDays,
     #[serde(default)]
     pub(super) upload_url_expiry_seconds: Option<UploadUrlExpirySeconds>,
+    #[serde(default)]
+    pub(super) max_upload_bytes: Option<MaxUploadBytes>,
+    #[serde(default)]
+    pub(super) require_content_length: Option<bool>,
     pub(super) cors_allowed_origins: CorsOrigins,
     pub(super) uploads_expire_after_days: UploadsExpireAfterDays,
     pub(super) throttling: RawThrottling,
@@ -53,7 +57,8 @@ pub(super) struct RawState {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of function settings (`memory_mb`, `timeout_seconds`, `architecture`)"
+    expecting = "a mapping of function settings (`memory_mb`, `timeout_seconds`, `architecture`, \
+                 `reserved_concurrency`)"
 )]
 pub(super) struct RawFunction {
     #[serde(default)]
@@ -62,6 +67,8 @@ pub(super) struct RawFunction {
     pub(super) timeout_seconds: Option<TimeoutSeconds>,
     #[serde(default)]
     pub(super) architecture: Option<Arch>,
+    #[serde(default)]
+    pub(super) reserved_concurrency: Option<ReservedConcurrency>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +150,16 @@ int_in_range!(
     TimeoutSeconds, 1, 900
 );
 int_in_range!(UploadUrlExpirySeconds, 1, 3600);
+int_in_range!(
+    /// The largest upload a presigned URL is issued for, bytes: at most Rekognition's limit
+    /// for an image in S3 (15 MiB), since a larger one could never be analysed.
+    MaxUploadBytes, 1, 15 * 1024 * 1024
+);
+int_in_range!(
+    /// Instances of one function that may run at once in AWS (Lambda's reserved concurrency;
+    /// 0 stops the function). The local cloud honours it as its instance cap.
+    ReservedConcurrency, 0, 10_000
+);
 int_in_range!(
     /// Instances of one function the local cloud runs at once.
     MaxInstances, 1, 1000

@@ -78,6 +78,27 @@ fn the_environments_differ_where_they_should() {
     let staging = Environment::load(&dir(), "staging").unwrap();
     assert_eq!(staging.promote_from.as_deref(), Some("dev"));
     assert!(!staging.protect);
+    // Uploads: prod and its rehearsal sign every upload's length; local and dev keep the
+    // seed's clients (which send none) working.
+    for (env, required) in [(&prod, true), (&staging, true), (&local, false)] {
+        assert_eq!(env.require_content_length, required, "{}", env.name);
+        assert_eq!(env.max_upload_bytes, 15 * 1024 * 1024, "{}", env.name);
+    }
+    assert!(!Environment::load(&dir(), "dev").unwrap().require_content_length);
+    // Denial of wallet: prod bounds each function's instances.
+    for function in FUNCTIONS {
+        assert!(prod.functions[function.name].reserved_concurrency.is_some(), "{}", function.name);
+    }
+}
+
+#[test]
+fn upload_bounds_and_reserved_concurrency_are_read_from_the_file() {
+    let text = with("protect: false", "protect: false\nmax_upload_bytes: 5242880\nrequire_content_length: true");
+    let text = text.replace("    timeout_seconds: 10\n", "    timeout_seconds: 10\n    reserved_concurrency: 20\n");
+    let env = parse(&text).unwrap();
+    assert_eq!((env.max_upload_bytes, env.require_content_length), (5 * 1024 * 1024, true));
+    assert_eq!(env.functions["analyze"].reserved_concurrency, Some(20));
+    assert_eq!(env.functions["upload-url"].reserved_concurrency, None);
 }
 
 #[test]
@@ -89,7 +110,12 @@ fn omitted_functions_and_fields_get_their_defaults() {
     let env = parse(&text).unwrap();
     assert_eq!(
         env.functions["analyze"],
-        FunctionSettings { memory_mb: 1024, timeout_seconds: 10, architecture: Arch::X86_64 }
+        FunctionSettings {
+            memory_mb: 1024,
+            timeout_seconds: 10,
+            architecture: Arch::X86_64,
+            reserved_concurrency: None
+        }
     );
     assert_eq!(env.functions["upload-url"], default_settings(&FUNCTIONS[0]));
     assert_eq!(env.functions["upload-url"].timeout_seconds, 5);
@@ -317,6 +343,14 @@ fn invalid_values_are_rejected_with_their_field() {
             "protect: false\nupload_url_expiry_seconds: 7200",
             "upload_url_expiry_seconds",
             "between 1 and 3600",
+        ),
+        ("protect: false", "protect: false\nmax_upload_bytes: 20000000", "max_upload_bytes", "between 1 and 15728640"),
+        ("protect: false", "protect: false\nrequire_content_length: yes please", "require_content_length", "boolean"),
+        (
+            "    timeout_seconds: 10\n",
+            "    timeout_seconds: 10\n    reserved_concurrency: -1\n",
+            "functions.analyze.reserved_concurrency",
+            "between 0 and 10000",
         ),
     ];
     for (from, to, field, needle) in cases {

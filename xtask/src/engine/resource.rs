@@ -61,6 +61,8 @@ pub enum Kind {
     Permission,
     /// How Lambda retries asynchronous invocations of a function's alias.
     EventInvokeConfig,
+    /// A function's reserved concurrency: at most this many instances run at once.
+    Concurrency,
     /// A bucket's event notifications (the whole configuration, one per bucket).
     BucketNotification,
 }
@@ -80,6 +82,9 @@ impl Kind {
             Kind::Stage => "aws_apigatewayv2_stage",
             Kind::Permission => "aws_lambda_permission",
             Kind::EventInvokeConfig => "aws_lambda_function_event_invoke_config",
+            // Terraform sets it on aws_lambda_function; here it is its own resource, named
+            // after Lambda's PutFunctionConcurrency.
+            Kind::Concurrency => "aws_lambda_function_concurrency",
             Kind::BucketNotification => "aws_s3_bucket_notification",
         }
     }
@@ -98,6 +103,7 @@ impl Kind {
             | Kind::Stage
             | Kind::Permission
             | Kind::EventInvokeConfig
+            | Kind::Concurrency
             | Kind::BucketNotification => false,
         }
     }

@@ -680,6 +680,56 @@ pub(super) async fn find_invoke_config(p: &AwsProvider, spec: &Spec<'_>) -> Resu
         .map(|_| Created { physical_id: invoke_config_id(function, qualifier), outputs: Outputs::new() }))
 }
 
+// ---------------------------------------------------------------------------------------
+// Reserved concurrency
+
+/// PutFunctionConcurrency: sets (or replaces) the function's reservation, so a create after
+/// an interrupted one, and every update, are the same call. Its physical id is the function.
+pub(super) async fn put_concurrency(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, ProviderError> {
+    let function = spec.str("function_name")?;
+    let reserved = spec.i32("reserved")?;
+    if reserved < 0 {
+        return Err(spec.invalid("reserved", format!("must be 0 or more, got {reserved}")));
+    }
+    let put = || {
+        p.clients
+            .lambda
+            .put_function_concurrency()
+            .function_name(function)
+            .reserved_concurrent_executions(reserved)
+            .send()
+    };
+    retry(Backoff::LAMBDA_CONFLICT, put, |error| is(error, CONFLICT))
+        .await
+        .map_err(|error| spec.api("PutFunctionConcurrency", error))?;
+    Ok(Created { physical_id: function.to_owned(), outputs: Outputs::new() })
+}
+
+pub(super) async fn delete_concurrency(p: &AwsProvider, spec: &Spec<'_>) -> Result<(), ProviderError> {
+    let function = spec.str("function_name")?;
+    let delete = || p.clients.lambda.delete_function_concurrency().function_name(function).send();
+    match retry(Backoff::LAMBDA_CONFLICT, delete, |error| is(error, CONFLICT)).await {
+        Ok(_) => Ok(()),
+        Err(error) if is(&error, NOT_FOUND) => Ok(()),
+        Err(error) => Err(spec.api("DeleteFunctionConcurrency", error)),
+    }
+}
+
+/// The function's reservation; `None` when it has none (or the function is gone).
+pub(super) async fn get_concurrency(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<i32>, ProviderError> {
+    let function = spec.str("function_name")?;
+    match p.clients.lambda.get_function_concurrency().function_name(function).send().await {
+        Ok(found) => Ok(found.reserved_concurrent_executions()),
+        Err(error) if is(&error, NOT_FOUND) => Ok(None),
+        Err(error) => Err(spec.api("GetFunctionConcurrency", error)),
+    }
+}
+
+pub(super) async fn find_concurrency(p: &AwsProvider, spec: &Spec<'_>) -> Result<Option<Created>, ProviderError> {
+    let function = spec.str("function_name")?;
+    Ok(get_concurrency(p, spec).await?.map(|_| Created { physical_id: function.to_owned(), outputs: Outputs::new() }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -173,6 +173,7 @@ pub fn replace_keys(kind: Kind) -> &'static [&'static str] {
             &["function_name", "statement_id", "principal", "action", "source_arn", "source_account", "qualifier"]
         }
         Kind::EventInvokeConfig => &["function_name", "qualifier"],
+        Kind::Concurrency => &["function_name"],
         Kind::BucketNotification => &["bucket"],
     }
 }
@@ -192,6 +193,7 @@ pub fn outputs_changed_by_update(kind: Kind) -> &'static [&'static str] {
         | Kind::Stage
         | Kind::Permission
         | Kind::EventInvokeConfig
+        | Kind::Concurrency
         | Kind::BucketNotification => &[],
     }
 }
@@ -225,6 +227,7 @@ impl Provider for AwsProvider {
             Kind::Route => apigateway::create_route(self, &spec).await,
             Kind::Stage => apigateway::create_stage(self, &spec).await,
             Kind::EventInvokeConfig => lambda::put_invoke_config(self, &spec).await,
+            Kind::Concurrency => lambda::put_concurrency(self, &spec).await,
             Kind::BucketNotification => s3::put_notification(self, &spec).await,
         }
     }
@@ -249,6 +252,7 @@ impl Provider for AwsProvider {
             Kind::Route => apigateway::update_route(self, &spec, &change).await,
             Kind::Stage => apigateway::update_stage(self, &spec, &change).await,
             Kind::EventInvokeConfig => lambda::update_invoke_config(self, &spec, &change).await,
+            Kind::Concurrency => lambda::put_concurrency(self, &spec).await.map(|created| created.outputs),
             Kind::BucketNotification => s3::update_notification(self, &spec, &change).await,
         }
     }
@@ -269,6 +273,7 @@ impl Provider for AwsProvider {
             Kind::Route => apigateway::delete_route(self, &spec, id).await,
             Kind::Stage => apigateway::delete_stage(self, &spec, id).await,
             Kind::EventInvokeConfig => lambda::delete_invoke_config(self, &spec).await,
+            Kind::Concurrency => lambda::delete_concurrency(self, &spec).await,
             Kind::BucketNotification => s3::delete_notification(self, &spec, id).await,
         }
     }
@@ -287,6 +292,7 @@ impl Provider for AwsProvider {
             Kind::Route => apigateway::find_route(self, &spec).await,
             Kind::Stage => apigateway::find_stage(self, &spec).await,
             Kind::EventInvokeConfig => lambda::find_invoke_config(self, &spec).await,
+            Kind::Concurrency => lambda::find_concurrency(self, &spec).await,
             Kind::BucketNotification => s3::find_notification(self, &spec).await,
         }
     }
@@ -308,6 +314,7 @@ impl Provider for AwsProvider {
             | Kind::Permission
             | Kind::Stage
             | Kind::EventInvokeConfig
+            | Kind::Concurrency
             | Kind::BucketNotification => self.find(current.kind, &current.name, &current.inputs).await,
         }
     }

@@ -49,6 +49,12 @@ pub(super) async fn create(p: &AwsProvider, spec: &Spec<'_>) -> Result<Created, 
 
 pub(super) async fn update(p: &AwsProvider, spec: &Spec<'_>, change: &Change<'_>) -> Result<Outputs, ProviderError> {
     let name = change.id();
+    if change.any(&["public_access_block"]) {
+        put_public_access_block(p, spec, name).await?;
+    }
+    if change.any(&["encryption"]) {
+        put_encryption(p, spec, name).await?;
+    }
     if change.any(&["policy"]) {
         put_policy(p, spec, name).await?;
     }
@@ -104,12 +110,21 @@ async fn create_bucket(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(
     Ok(())
 }
 
+/// The `public_access_block` input (S3's four flags), all on when a state recorded before the
+/// property existed has none.
 async fn put_public_access_block(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
+    let all = crate::aws::block_all_public_access();
+    let block = spec.inputs.get("public_access_block").unwrap_or(&all);
+    let flag = |key: &str| {
+        block[key]
+            .as_bool()
+            .ok_or_else(|| spec.invalid("public_access_block", format!("`{key}` must be true or false")))
+    };
     let block = PublicAccessBlockConfiguration::builder()
-        .block_public_acls(true)
-        .ignore_public_acls(true)
-        .block_public_policy(true)
-        .restrict_public_buckets(true)
+        .block_public_acls(flag("block_public_acls")?)
+        .ignore_public_acls(flag("ignore_public_acls")?)
+        .block_public_policy(flag("block_public_policy")?)
+        .restrict_public_buckets(flag("restrict_public_buckets")?)
         .build();
     p.clients
         .s3
@@ -122,8 +137,14 @@ async fn put_public_access_block(p: &AwsProvider, spec: &Spec<'_>, name: &str) -
     Ok(())
 }
 
+/// Default encryption: SSE-S3, the one the `encryption` input may name.
 async fn put_encryption(p: &AwsProvider, spec: &Spec<'_>, name: &str) -> Result<(), ProviderError> {
     const OPERATION: &str = "PutBucketEncryption";
+    if let Some(algorithm) = spec.opt_str("encryption")? {
+        if algorithm != crate::aws::BUCKET_ENCRYPTION {
+            return Err(spec.invalid("encryption", format!("only AES256 (SSE-S3) is supported, not {algorithm}")));
+        }
+    }
     let default = spec.built(
         OPERATION,
         ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build(),

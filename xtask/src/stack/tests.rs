@@ -249,8 +249,16 @@ fn functions_read_their_settings_from_the_environment() {
     let upload = resource(&resources, "function.upload-url");
     assert_eq!(
         upload.inputs["environment"],
-        json!({"UPLOAD_BUCKET": "image-analyzer-dev-uploads-123456789012", "UPLOAD_URL_EXPIRY_SECONDS": "300"})
+        json!({
+            "UPLOAD_BUCKET": "image-analyzer-dev-uploads-123456789012",
+            "UPLOAD_URL_EXPIRY_SECONDS": "300",
+            "MAX_UPLOAD_BYTES": "15728640",
+            "REQUIRE_CONTENT_LENGTH": "false",
+        })
     );
+    let prod = Environment::load(&environments_dir(), "prod").unwrap();
+    let prod_upload = resource(&stack_of(&prod), "function.upload-url").inputs["environment"].clone();
+    assert_eq!(prod_upload["REQUIRE_CONTENT_LENGTH"], "true", "prod signs every upload's length");
     let analyze = resource(&resources, "function.analyze");
     assert_eq!(analyze.inputs["environment"], json!({"UPLOAD_BUCKET": "image-analyzer-dev-uploads-123456789012"}));
     assert_eq!(analyze.inputs["timeout_seconds"], 10);
@@ -281,6 +289,29 @@ fn partition_follows_the_region() {
     assert_eq!(crate::aws::partition("eu-west-1"), "aws");
     assert_eq!(crate::aws::partition("cn-north-1"), "aws-cn");
     assert_eq!(crate::aws::partition("us-gov-west-1"), "aws-us-gov");
+}
+
+#[test]
+fn a_reserved_concurrency_is_a_resource_of_its_own_on_the_function() {
+    assert!(stack_of(&dev()).iter().all(|resource| resource.kind != Kind::Concurrency), "dev reserves none");
+    let prod = Environment::load(&environments_dir(), "prod").unwrap();
+    let resources = stack_of(&prod);
+    assert_eq!(resources.len(), stack_of(&dev()).len() + FUNCTIONS.len());
+    let analyze = resource(&resources, "concurrency.analyze");
+    assert_eq!(analyze.kind, Kind::Concurrency);
+    assert_eq!(analyze.inputs["function_name"], json!(Reference::to("function.analyze", "name")));
+    assert_eq!(analyze.inputs["reserved"], 200);
+}
+
+#[test]
+fn the_upload_bucket_is_private_and_encrypted_as_recorded_properties() {
+    let resources = stack_of(&dev());
+    let bucket = resource(&resources, "bucket.uploads");
+    assert_eq!(
+        bucket.inputs["public_access_block"],
+        json!({"block_public_acls": true, "block_public_policy": true, "ignore_public_acls": true, "restrict_public_buckets": true})
+    );
+    assert_eq!(bucket.inputs["encryption"], "AES256");
 }
 
 #[test]

@@ -347,6 +347,22 @@ pub fn tls_only_policy(bucket: &str, region: &str) -> serde_json::Value {
     crate::aws::tls_only_policy(crate::aws::partition(region), bucket)
 }
 
+/// What [`configure_state_bucket`] makes of the state bucket, as the properties drift compares
+/// (see [`crate::providers::AwsProvider::read_state_bucket`]): all four public access blocks,
+/// SSE-S3, versioning, and the TLS-only policy where requests use TLS.
+pub fn state_bucket_expectations(bucket: &str, region: &str, transport: Transport) -> crate::engine::resource::Inputs {
+    let policy = match transport {
+        Transport::TlsOnly => tls_only_policy(bucket, region),
+        Transport::PlainHttp => serde_json::Value::Null,
+    };
+    crate::engine::resource::Inputs::from([
+        ("public_access_block".to_owned(), crate::aws::block_all_public_access()),
+        ("encryption".to_owned(), serde_json::json!(crate::aws::BUCKET_ENCRYPTION)),
+        ("versioning".to_owned(), serde_json::json!("Enabled")),
+        ("policy".to_owned(), policy),
+    ])
+}
+
 /// Makes sure the state bucket exists, configured. When it does, that costs a HeadBucket and
 /// a GetBucketVersioning and changes nothing. When it does not, creates it in `region` and
 /// configures it with [`configure_state_bucket`]; a bucket found unversioned (a run died

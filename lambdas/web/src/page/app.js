@@ -102,7 +102,8 @@
   }
 
   async function uploadUrl(file) {
-    const query = new URLSearchParams({ contentType: file.type });
+    // The length is signed into the URL: storage takes exactly this file, and no more.
+    const query = new URLSearchParams({ contentType: file.type, contentLength: String(file.size) });
     const response = await call("/upload-url?" + query, {}, "Asking for an upload address");
     if (!response.ok) throw await apiProblem(response, "Asking for an upload address");
     return response.json();

@@ -28,6 +28,7 @@ pub mod ops;
 pub mod process;
 pub mod progress;
 pub mod providers;
+pub mod redact;
 pub mod session;
 pub mod stack;
 pub mod state;

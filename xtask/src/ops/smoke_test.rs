@@ -5,6 +5,10 @@
 //! without a face, zero faces; and a bad fileKey is a 400. The result is recorded in the
 //! environment's state, with the artifact hashes it tested, and on the current deployment of
 //! its history, for promotion to check.
+//!
+//! What a step records and shows never holds a presigned URL's query, a signature or a
+//! token: every detail passes through [`redact`] (a failing PUT's error would otherwise
+//! carry the whole signed URL, and S3's refusal echoes the signed request).
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::outputs::{api_url, Outputs};
 use crate::history::{self, History, SmokeTest, StepResult, SMOKE_TESTS_RECORD};
+use crate::redact::redact;
 use crate::session::Session;
 use crate::state::lock::{now_rfc3339, Lock, LockOptions};
 use crate::state::writer::StateWriter;
@@ -103,8 +108,8 @@ async fn record(session: &Session, result: &SmokeTest) -> Result<()> {
 /// POST /analyze, as any client does.
 pub async fn analyze_photo(url: &str, photo: &std::path::Path) -> Result<Value> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let ((upload_url, file_key), _) = get_upload_url(&client, url).await?;
     let bytes = std::fs::read(photo).with_context(|| format!("reading {}", photo.display()))?;
+    let ((upload_url, file_key), _) = get_upload_url(&client, url, bytes.len()).await?;
     put_photo(&client, &upload_url, bytes).await?;
     let response = client.post(format!("{url}/analyze")).json(&json!({ "fileKey": file_key })).send().await?;
     json_response(response, "POST /analyze", 200).await
@@ -119,8 +124,6 @@ async fn flow(url: &str) -> Vec<StepResult> {
 
     step(&mut steps, "GET / (the page)", page(&client, url)).await;
     for (photo, expect_faces) in [("astronaut.jpg", 1), ("chelsea.jpg", 0)] {
-        let upload = step(&mut steps, &format!("GET /upload-url ({photo})"), get_upload_url(&client, url)).await;
-        let Some((upload_url, file_key)) = upload else { return steps };
         let bytes = match std::fs::read(photos.join(photo)) {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -133,6 +136,9 @@ async fn flow(url: &str) -> Vec<StepResult> {
                 return steps;
             }
         };
+        let upload =
+            step(&mut steps, &format!("GET /upload-url ({photo})"), get_upload_url(&client, url, bytes.len())).await;
+        let Some((upload_url, file_key)) = upload else { return steps };
         let put = step(&mut steps, &format!("PUT {photo}"), put_photo(&client, &upload_url, bytes)).await;
         if put.is_none() {
             return steps;
@@ -159,7 +165,8 @@ async fn flow(url: &str) -> Vec<StepResult> {
     steps
 }
 
-/// Times `work`, records its result, and passes its value on.
+/// Times `work`, records its result (its detail cleaned of signing secrets), and passes its
+/// value on.
 async fn step<T>(
     steps: &mut Vec<StepResult>,
     name: &str,
@@ -170,11 +177,12 @@ async fn step<T>(
     let latency_ms = start.elapsed().as_millis() as u64;
     match result {
         Ok((value, detail)) => {
-            steps.push(StepResult { name: name.to_owned(), passed: true, latency_ms, detail });
+            steps.push(StepResult { name: name.to_owned(), passed: true, latency_ms, detail: redact(&detail) });
             Some(value)
         }
         Err(error) => {
-            steps.push(StepResult { name: name.to_owned(), passed: false, latency_ms, detail: format!("{error:#}") });
+            let detail = redact(&format!("{error:#}"));
+            steps.push(StepResult { name: name.to_owned(), passed: false, latency_ms, detail });
             None
         }
     }
@@ -184,13 +192,15 @@ async fn json_response(response: reqwest::Response, what: &str, expected: u16) -
     let status = response.status().as_u16();
     let text = response.text().await.with_context(|| format!("reading the response to {what}"))?;
     if status != expected {
-        bail!("{what} returned {status}, expected {expected}: {text}");
+        bail!("{what} returned {status}, expected {expected}: {}", redact(&text));
     }
-    serde_json::from_str(&text).with_context(|| format!("{what} returned a body that is not JSON: {text}"))
+    serde_json::from_str(&text).with_context(|| format!("{what} returned a body that is not JSON: {}", redact(&text)))
 }
 
 fn string_field<'a>(body: &'a Value, field: &str, what: &str) -> Result<&'a str> {
-    body[field].as_str().ok_or_else(|| anyhow!("{what}: `{field}` is missing or not a string in {body}"))
+    body[field]
+        .as_str()
+        .ok_or_else(|| anyhow!("{what}: `{field}` is missing or not a string in {}", redact(&body.to_string())))
 }
 
 /// The page stays plain, fast and small: under 50 KB in all.
@@ -219,18 +229,27 @@ async fn page(client: &reqwest::Client, url: &str) -> Result<((), String)> {
     Ok(((), format!("{} bytes of HTML", text.len())))
 }
 
-async fn get_upload_url(client: &reqwest::Client, url: &str) -> Result<((String, String), String)> {
-    let response = client.get(format!("{url}/upload-url")).send().await.context("GET /upload-url")?;
+/// `GET /upload-url` for a JPEG of `length` bytes, as the page asks: the URL is signed for
+/// that length, which every environment accepts and prod requires.
+async fn get_upload_url(client: &reqwest::Client, url: &str, length: usize) -> Result<((String, String), String)> {
+    let response = client
+        .get(format!("{url}/upload-url?contentType=image%2Fjpeg&contentLength={length}"))
+        .send()
+        .await
+        .context("GET /upload-url")?;
     let body = json_response(response, "GET /upload-url", 200).await?;
     let upload_url = string_field(&body, "uploadUrl", "GET /upload-url")?.to_owned();
     let file_key = string_field(&body, "fileKey", "GET /upload-url")?.to_owned();
     if string_field(&body, "contentType", "GET /upload-url")? != "image/jpeg" || !file_key.starts_with("uploads/") {
-        bail!("GET /upload-url returned an unexpected body: {body}");
+        bail!("GET /upload-url returned an unexpected body: {}", redact(&body.to_string()));
     }
     if body["expiresIn"].as_u64().is_none() {
-        bail!("GET /upload-url: `expiresIn` is missing or not a number in {body}");
+        bail!("GET /upload-url: `expiresIn` is missing or not a number in {}", redact(&body.to_string()));
     }
-    Ok(((upload_url, file_key.clone()), format!("fileKey {file_key}")))
+    if body["contentLength"].as_u64() != Some(length as u64) {
+        bail!("GET /upload-url did not sign the length {length}: {}", redact(&body.to_string()));
+    }
+    Ok(((upload_url, file_key.clone()), format!("fileKey {file_key}, signed for {length} bytes")))
 }
 
 async fn put_photo(client: &reqwest::Client, upload_url: &str, bytes: Vec<u8>) -> Result<((), String)> {
@@ -241,11 +260,13 @@ async fn put_photo(client: &reqwest::Client, upload_url: &str, bytes: Vec<u8>) -
         .body(bytes)
         .send()
         .await
+        // The URL is a credential: the error names the request, not the URL.
+        .map_err(reqwest::Error::without_url)
         .context("PUT to the presigned URL")?;
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
-        bail!("PUT to the presigned URL returned {status}: {text}");
+        bail!("PUT to the presigned URL returned {status}: {}", redact(&text));
     }
     Ok(((), format!("{size} bytes")))
 }
@@ -340,4 +361,90 @@ async fn bad_file_key(client: &reqwest::Client, url: &str) -> Result<((), String
         bail!("a bad fileKey must give {{\"error\": \"InvalidRequest\", \"message\": ...}}, got {body}");
     }
     Ok(((), "400 InvalidRequest".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    const TOKEN: &str = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKEN";
+    const SIGNATURE: &str = "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7";
+
+    fn presigned(address: &str) -> String {
+        format!(
+            "http://{address}/bucket/uploads/a.jpg?x-id=PutObject&X-Amz-Algorithm=AWS4-HMAC-SHA256\
+             &X-Amz-Credential=ASIAEXAMPLE%2F20261204%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261204T120000Z\
+             &X-Amz-Expires=300&X-Amz-Security-Token={TOKEN}&X-Amz-SignedHeaders=content-type%3Bhost\
+             &X-Amz-Signature={SIGNATURE}"
+        )
+    }
+
+    /// A server that refuses one PUT as S3 refuses a bad signature, echoing the signed request.
+    fn refusing_s3() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = vec![0; 64 * 1024];
+            let read = stream.read(&mut request).unwrap();
+            let request_line = String::from_utf8_lossy(&request[..read]).lines().next().unwrap_or_default().to_owned();
+            let body = format!(
+                "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we \
+                 calculated does not match the signature you provided.</Message><SignatureProvided>{SIGNATURE}\
+                 </SignatureProvided><CanonicalRequest>{request_line}</CanonicalRequest><Request>{request_line}\
+                 </Request></Error>"
+            );
+            let response =
+                format!("HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            stream.write_all(response.as_bytes()).unwrap();
+        });
+        address
+    }
+
+    fn assert_no_secrets(text: &str) {
+        for secret in ["X-Amz-Signature", "X-Amz-Security-Token", "X-Amz-Credential", TOKEN, SIGNATURE] {
+            assert!(!text.to_ascii_lowercase().contains(&secret.to_ascii_lowercase()), "{secret} in:\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_put_records_and_shows_no_signature_or_token() {
+        let client = reqwest::Client::new();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let mut steps = Vec::new();
+        for (name, url) in [("PUT (refused)", presigned(&refusing_s3())), ("PUT (unreachable)", presigned(&closed))] {
+            step(&mut steps, name, put_photo(&client, &url, b"\xFF\xD8\xFF".to_vec())).await;
+        }
+        assert!(steps.iter().all(|step| !step.passed), "{steps:?}");
+        assert!(steps[0].detail.contains("403") && steps[0].detail.contains("SignatureDoesNotMatch"), "{steps:?}");
+        let result = SmokeTest {
+            time: "2026-12-04T12:00:00Z".to_owned(),
+            passed: false,
+            api_url: "http://127.0.0.1:3000".to_owned(),
+            artifacts: Default::default(),
+            steps,
+        };
+        assert_no_secrets(&serde_json::to_string(&result).unwrap());
+        assert_no_secrets(&render("local", &result));
+    }
+
+    #[tokio::test]
+    async fn an_unexpected_upload_url_answer_is_reported_without_its_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let url = presigned(&address);
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.read(&mut [0; 4096]).unwrap();
+            let body = format!(r#"{{"uploadUrl":"{url}","fileKey":"uploads/a.gif","contentType":"image/gif"}}"#);
+            let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            stream.write_all(response.as_bytes()).unwrap();
+        });
+        let mut steps = Vec::new();
+        let client = reqwest::Client::new();
+        step(&mut steps, "GET /upload-url", get_upload_url(&client, &format!("http://{address}"), 100)).await;
+        assert!(!steps[0].passed && steps[0].detail.contains("unexpected body"), "{steps:?}");
+        assert_no_secrets(&steps[0].detail);
+    }
 }

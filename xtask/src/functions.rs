@@ -132,7 +132,8 @@ pub const FUNCTIONS: &[Function] = &[
         routes: &[Route { name: "page", method: Method::Get, path: "/" }],
         triggers: &[],
         capabilities: &[],
-        settings: &[],
+        // The page refuses a photo over the upload limit before uploading it.
+        settings: &[Setting::MaxUploadBytes],
         default_memory_mb: 128,
         default_timeout_seconds: 3,
     },

@@ -11,6 +11,21 @@ use std::time::Duration;
 /// for an image in S3.
 pub const MAX_IMAGE_BYTES: i64 = 15 * 1024 * 1024;
 
+/// Environment variable with the largest upload in bytes: the environment's
+/// `max_upload_bytes`, which `GET /upload-url` signs no larger length than and the page
+/// checks a photo against before uploading it.
+pub const MAX_UPLOAD_BYTES_ENV: &str = "MAX_UPLOAD_BYTES";
+
+/// The upload limit from `MAX_UPLOAD_BYTES`: a whole number of bytes up to
+/// [`MAX_IMAGE_BYTES`], which is also the limit when the variable is not set.
+pub fn max_upload_bytes(value: Option<String>) -> Result<u64, ConfigError> {
+    let most = MAX_IMAGE_BYTES as u64;
+    let Some(text) = value else { return Ok(most) };
+    text.trim().parse::<u64>().ok().filter(|bytes| (1..=most).contains(bytes)).ok_or_else(|| {
+        ConfigError(format!("{MAX_UPLOAD_BYTES_ENV}={text:?} must be a whole number of bytes from 1 to {most}"))
+    })
+}
+
 /// An API error: an HTTP status plus the `{"error", "message"}` body clients see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

@@ -25,8 +25,7 @@ pub const BUCKET_ENV: &str = "UPLOAD_BUCKET";
 pub const EXPIRY_ENV: &str = "UPLOAD_URL_EXPIRY_SECONDS";
 pub const DEFAULT_EXPIRY_SECONDS: u64 = 300;
 pub const MAX_EXPIRY_SECONDS: u64 = 3600;
-/// Environment variable with the largest upload in bytes a URL is issued for.
-pub const MAX_UPLOAD_BYTES_ENV: &str = "MAX_UPLOAD_BYTES";
+pub use api_common::MAX_UPLOAD_BYTES_ENV;
 /// The largest upload worth making, and the default limit: what Rekognition analyses.
 pub const MAX_UPLOAD_BYTES: u64 = api_common::MAX_IMAGE_BYTES as u64;
 /// Environment variable (`true`/`false`) saying whether `contentLength` is required.
@@ -59,17 +58,7 @@ impl Config {
             None => DEFAULT_EXPIRY_SECONDS,
             Some(text) => parse_expiry(&text)?,
         };
-        let max_upload_bytes = match var(MAX_UPLOAD_BYTES_ENV) {
-            None => MAX_UPLOAD_BYTES,
-            Some(text) => match text.trim().parse::<u64>() {
-                Ok(bytes) if (1..=MAX_UPLOAD_BYTES).contains(&bytes) => bytes,
-                _ => {
-                    return Err(ConfigError(format!(
-                        "{MAX_UPLOAD_BYTES_ENV}={text:?} must be a whole number of bytes from 1 to {MAX_UPLOAD_BYTES}"
-                    )))
-                }
-            },
-        };
+        let max_upload_bytes = api_common::max_upload_bytes(var(MAX_UPLOAD_BYTES_ENV))?;
         let require_content_length = match var(REQUIRE_CONTENT_LENGTH_ENV).as_deref().map(str::trim) {
             None => false,
             Some(text) if text.eq_ignore_ascii_case("true") => true,

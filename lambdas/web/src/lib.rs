@@ -3,8 +3,6 @@
 //! that the first paint waits on no other request; the page calls the API on its own origin.
 //! The function touches no AWS service.
 
-use std::sync::LazyLock;
-
 use api_common::{check_route, request_id, ConfigError};
 use base64::Engine;
 use lambda_http::http::{header, HeaderValue, Method, StatusCode};
@@ -18,26 +16,23 @@ const HTML: &str = include_str!("page/index.html");
 const STYLE: &str = include_str!("page/style.css");
 const SCRIPT: &str = include_str!("page/app.js");
 
-/// The whole document, as served.
-pub static PAGE: LazyLock<String> = LazyLock::new(|| {
-    HTML.replacen("{{STYLE}}", STYLE, 1).replacen("{{SCRIPT}}", SCRIPT, 1).replacen(
-        "{{MAX_BYTES}}",
-        &api_common::MAX_IMAGE_BYTES.to_string(),
-        1,
-    )
-});
+pub use api_common::MAX_UPLOAD_BYTES_ENV;
 
-/// The page's entity tag: its content hash, so a browser revalidates and gets `304` until a
-/// deploy changes it.
-static ETAG: LazyLock<String> = LazyLock::new(|| format!("\"{}\"", &sha256_base64(&PAGE)[..22]));
-
-/// Where the page may send requests besides its own origin: the S3 endpoint that upload URLs
-/// point at.
+/// The page as this function serves it, built once per cold start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// Where the page may send requests besides its own origin: the S3 endpoint that upload
+    /// URLs point at.
     pub upload_origin: String,
-    /// The `Content-Security-Policy` header, built once.
+    /// The largest photo the page uploads.
+    pub max_upload_bytes: u64,
+    /// The `Content-Security-Policy` header.
     csp: HeaderValue,
+    /// The whole document.
+    page: String,
+    /// Its entity tag: its content hash, so a browser revalidates and gets `304` until a
+    /// deploy changes it.
+    etag: String,
 }
 
 /// S3 in any commercial region, where presigned URLs are virtual-hosted
@@ -50,8 +45,10 @@ impl Config {
     }
 
     /// The upload origin is S3's own, unless `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`
-    /// name another endpoint (as on the local cloud): then that endpoint's origin.
+    /// name another endpoint (as on the local cloud): then that endpoint's origin. The upload
+    /// limit is `MAX_UPLOAD_BYTES`, else Rekognition's 15 MiB.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let max_upload_bytes = api_common::max_upload_bytes(var(MAX_UPLOAD_BYTES_ENV))?;
         let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
             .into_iter()
             .find_map(|name| var(name).filter(|url| !url.trim().is_empty()).map(|url| (name, url)));
@@ -62,8 +59,24 @@ impl Config {
         };
         let csp = HeaderValue::from_str(&content_security_policy(&upload_origin))
             .map_err(|_| ConfigError(format!("the upload origin {upload_origin:?} cannot go in a header")))?;
-        Ok(Self { upload_origin, csp })
+        let page = page(max_upload_bytes);
+        let etag = format!("\"{}\"", &sha256_base64(&page)[..22]);
+        Ok(Self { upload_origin, max_upload_bytes, csp, page, etag })
     }
+
+    /// The whole document, as served.
+    pub fn page(&self) -> &str {
+        &self.page
+    }
+}
+
+/// The document: the HTML with its style and script inline and the upload limit filled in.
+fn page(max_upload_bytes: u64) -> String {
+    HTML.replacen("{{STYLE}}", STYLE, 1).replacen("{{SCRIPT}}", SCRIPT, 1).replacen(
+        "{{MAX_BYTES}}",
+        &max_upload_bytes.to_string(),
+        1,
+    )
 }
 
 /// The page's Content Security Policy: its own inline style and script (by hash), the photo
@@ -98,15 +111,18 @@ pub fn respond(config: &Config, request: &Request) -> Response<Body> {
         return error.into_response(&request_id(request));
     }
     let cached = request.headers().get_all(header::IF_NONE_MATCH).iter().any(|value| {
-        value.to_str().is_ok_and(|tags| tags.split(',').any(|tag| tag.trim() == ETAG.as_str() || tag.trim() == "*"))
+        value.to_str().is_ok_and(|tags| tags.split(',').any(|tag| tag.trim() == config.etag || tag.trim() == "*"))
     });
-    let (status, body) =
-        if cached { (StatusCode::NOT_MODIFIED, Body::Empty) } else { (StatusCode::OK, Body::Text(PAGE.clone())) };
+    let (status, body) = if cached {
+        (StatusCode::NOT_MODIFIED, Body::Empty)
+    } else {
+        (StatusCode::OK, Body::Text(config.page.clone()))
+    };
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-cache")
-        .header(header::ETAG, ETAG.as_str())
+        .header(header::ETAG, config.etag.as_str())
         .header(header::CONTENT_SECURITY_POLICY, config.csp.clone())
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::REFERRER_POLICY, "no-referrer")

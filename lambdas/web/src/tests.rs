@@ -45,10 +45,12 @@ fn get_slash_serves_the_whole_page_as_html() {
 
 #[test]
 fn the_page_is_under_50_kb_and_loads_nothing_from_elsewhere() {
-    assert!(PAGE.len() < 50 * 1024, "the page is {} bytes", PAGE.len());
+    let config = config();
+    let page = config.page();
+    assert!(page.len() < 50 * 1024, "the page is {} bytes", page.len());
     for attribute in ["src=\"", "href=\""] {
-        for (at, _) in PAGE.match_indices(attribute) {
-            let value = &PAGE[at + attribute.len()..];
+        for (at, _) in page.match_indices(attribute) {
+            let value = &page[at + attribute.len()..];
             assert!(
                 value.starts_with("data:") || value.starts_with('"'),
                 "the page loads {}",
@@ -56,8 +58,24 @@ fn the_page_is_under_50_kb_and_loads_nothing_from_elsewhere() {
             );
         }
     }
-    assert!(!PAGE.contains("@import") && !PAGE.contains("url("), "the style loads a resource");
-    assert!(!PAGE.contains("://"), "the page names another site");
+    assert!(!page.contains("@import") && !page.contains("url("), "the style loads a resource");
+    assert!(!page.contains("://"), "the page names another site");
+}
+
+#[test]
+fn the_page_refuses_what_the_environment_would_not_sign() {
+    let limit = |value: Option<&'static str>| {
+        Config::from_vars(move |name| (name == MAX_UPLOAD_BYTES_ENV).then_some(value?.to_owned()))
+    };
+    let five_mib = limit(Some("5242880")).unwrap();
+    assert_eq!(five_mib.max_upload_bytes, 5 * 1024 * 1024);
+    assert!(five_mib.page().contains("data-max-bytes=\"5242880\""));
+    assert_ne!(five_mib.etag, config().etag, "another page, another entity tag");
+    assert_eq!(limit(None).unwrap().max_upload_bytes, api_common::MAX_IMAGE_BYTES as u64);
+    for bad in ["0", "15728641", "lots"] {
+        let error = limit(Some(bad)).unwrap_err();
+        assert!(error.to_string().contains(MAX_UPLOAD_BYTES_ENV), "{error}");
+    }
 }
 
 #[test]

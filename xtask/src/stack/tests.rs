@@ -143,7 +143,9 @@ fn the_page_may_only_write_its_own_logs() {
             ]
         })
     );
-    assert_eq!(resource(&resources, "function.web").inputs["environment"], json!({}));
+    // It reads no secret and names no resource: only the upload limit, to refuse a photo
+    // before uploading it.
+    assert_eq!(resource(&resources, "function.web").inputs["environment"], json!({"MAX_UPLOAD_BYTES": "15728640"}));
 }
 
 #[test]

@@ -160,6 +160,8 @@ fn with_retries(mut clients: Clients) -> Clients {
 ///   removed and added again.
 /// - EventInvokeConfig `function_name`, `qualifier`: it belongs to one alias; the retries and
 ///   event age change with PutFunctionEventInvokeConfig.
+/// - Concurrency `function_name`: a reservation is its function's; its size changes with
+///   PutFunctionConcurrency.
 /// - BucketNotification `bucket`: the configuration is the bucket's; its content changes with
 ///   PutBucketNotificationConfiguration.
 pub fn replace_keys(kind: Kind) -> &'static [&'static str] {

@@ -389,19 +389,35 @@ async fn local_runtime_rejects_answers_for_unknown_requests() {
     assert_eq!(status, 404);
 }
 
+#[tokio::test]
+async fn local_runtime_answers_only_requests_for_a_loopback_host() {
+    let runtime = Runtime::start().await.unwrap();
+    let path = "/nobody/2018-06-01/runtime/invocation/x/response";
+    let (status, body) = raw_post_to(runtime.address(), "evil.example", path, b"{}").await;
+    assert_eq!(status, 403);
+    assert!(body.contains(r#""errorType":"AccessDenied""#) && body.contains(r#"Host \"evil.example\""#), "{body}");
+    let (status, body) = raw_post_to(runtime.address(), "localhost", path, b"{}").await;
+    assert_eq!(status, 403, "past the Host check, to the unknown instance");
+    assert!(!body.contains("AccessDenied"), "{body}");
+}
+
 /// A minimal HTTP/1.1 POST over a raw socket; returns the status code.
 async fn raw_post(address: SocketAddr, path: &str, body: &[u8]) -> u16 {
+    raw_post_to(address, &address.to_string(), path, body).await.0
+}
+
+/// A minimal HTTP/1.1 POST for `host` over a raw socket; returns the status code and body.
+async fn raw_post_to(address: SocketAddr, host: &str, path: &str, body: &[u8]) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let head =
+        format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    response.split(' ').nth(1).unwrap().parse().unwrap()
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
 }
 
 #[tokio::test]

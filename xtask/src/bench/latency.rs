@@ -61,6 +61,17 @@ impl Summary {
     }
 }
 
+/// The request the benchmark makes of each function (analyze's with a photo just uploaded);
+/// `None` for a function it does not know.
+fn request_of(function: &str) -> Option<(&'static str, &'static str)> {
+    match function {
+        "upload-url" => Some(("GET", "/upload-url")),
+        "analyze" => Some(("POST", "/analyze")),
+        "web" => Some(("GET", "/")),
+        _ => None,
+    }
+}
+
 /// How to measure.
 pub struct Plan<'a> {
     /// The emulator.
@@ -94,17 +105,18 @@ pub async fn measure(plan: &Plan<'_>) -> Result<Vec<FunctionLatency>> {
             .find(|candidate| candidate.name == name && candidate.qualifier.as_deref() == Some("live"))
             .with_context(|| format!("{name}:live is not deployed in {} at {}", plan.region, plan.endpoint))?;
         let spec = spec(&control, deployed, plan).await?;
-        let (request, event) = match function.name {
-            "upload-url" => ("GET /upload-url".to_owned(), request_event("GET", "/upload-url", Bytes::new())),
-            "analyze" => {
-                let key = upload(plan, &spec).await?;
-                let body = Bytes::from(serde_json::json!({ "fileKey": key }).to_string());
-                (
-                    format!("POST /analyze ({})", plan.photo.file_name().unwrap_or_default().to_string_lossy()),
-                    request_event("POST", "/analyze", body),
-                )
-            }
-            other => bail!("the benchmark does not know how to call `{other}`"),
+        let Some((method, path)) = request_of(function.name) else {
+            bail!("the benchmark does not know how to call `{}`", function.name)
+        };
+        let (request, event) = if function.name == "analyze" {
+            let key = upload(plan, &spec).await?;
+            let body = Bytes::from(serde_json::json!({ "fileKey": key }).to_string());
+            let photo = plan.photo.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            // The first invocation analyses the upload and keeps the result; every later one
+            // answers the kept result, as the API does.
+            (format!("{method} {path} ({photo}, then its kept result)"), request_event(method, path, body))
+        } else {
+            (format!("{method} {path}"), request_event(method, path, Bytes::new()))
         };
         let payload = serde_json::to_vec(&event)?;
         let check = |answer: &[u8]| -> Result<()> {
@@ -216,5 +228,15 @@ mod tests {
         assert_eq!((summary.min_ms, summary.max_ms), (1.0, 200.0));
         let one = Summary::of(&[Duration::from_millis(7)]);
         assert_eq!((one.p50_ms, one.p99_ms), (7.0, 7.0));
+    }
+
+    #[test]
+    fn the_benchmark_calls_every_function_on_one_of_its_routes() {
+        for function in crate::functions::FUNCTIONS {
+            let (method, path) =
+                request_of(function.name).unwrap_or_else(|| panic!("{} is not benchmarked", function.name));
+            let routed = function.routes.iter().any(|route| route.method.to_string() == method && route.path == path);
+            assert!(routed, "{method} {path} is not a route of {}", function.name);
+        }
     }
 }

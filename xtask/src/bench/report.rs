@@ -389,7 +389,7 @@ pub fn markdown(report: &Report) -> String {
     let b = &report.build;
     let _ = writeln!(out, "\n## Build\n");
     let full = b.full_release_s.map_or_else(|| "not measured (--skip-full-build)".to_owned(), |s| format!("{s:.1} s"));
-    let _ = writeln!(out, "- full release build of both Lambdas, from clean: {full}");
+    let _ = writeln!(out, "- full release build of the Lambdas, from clean: {full}");
     let _ = writeln!(
         out,
         "- rebuild with no change: {:.2} s; forced through cargo-lambda: {:.2} s",

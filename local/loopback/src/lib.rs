@@ -32,8 +32,13 @@ fn is_port_suffix(text: &str) -> bool {
     text.is_empty() || text.strip_prefix(':').is_some_and(|port| !port.is_empty() && port.parse::<u16>().is_ok())
 }
 
-/// Checks a request's `Host` header (`None` when it has none); the error says why the
-/// request is refused, for the server's log and the refusal's body.
+/// Checks the `Host` header among a request's `headers`; the error says why the request is
+/// refused, for the server's log and the refusal's body.
+pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
+    check_host(headers.get(http::header::HOST).and_then(|value| value.to_str().ok()))
+}
+
+/// Checks a request's `Host` header (`None` when it has none or it is not text).
 pub fn check_host(host: Option<&str>) -> Result<(), String> {
     match host {
         Some(host) if is_loopback_host(host) => Ok(()),
@@ -91,5 +96,9 @@ mod tests {
         let refusal = check_host(Some("evil.example")).unwrap_err();
         assert!(refusal.contains("\"evil.example\"") && refusal.contains("DNS rebinding"), "{refusal}");
         assert!(check_host(None).unwrap_err().contains("without a Host header"));
+        let mut headers = http::HeaderMap::new();
+        assert!(check_headers(&headers).is_err(), "no Host header");
+        headers.insert(http::header::HOST, http::HeaderValue::from_static("127.0.0.1:3000"));
+        assert_eq!(check_headers(&headers), Ok(()));
     }
 }

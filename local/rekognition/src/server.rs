@@ -103,8 +103,8 @@ impl Service {
     }
 
     async fn route(&self, request: Request<Incoming>) -> Result<Routed, RekognitionError> {
-        let host = request.headers().get(hyper::header::HOST).and_then(|v| v.to_str().ok());
-        loopback::check_host(host).map_err(|refusal| RekognitionError::new(ErrorCode::AccessDenied, refusal))?;
+        loopback::check_headers(request.headers())
+            .map_err(|refusal| RekognitionError::new(ErrorCode::AccessDenied, refusal))?;
         if request.method() == Method::GET {
             return Ok(Routed::Health);
         }

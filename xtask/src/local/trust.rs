@@ -42,12 +42,11 @@ pub fn file(root: &Path) -> PathBuf {
 /// Adds `(function, code_sha256)` pairs to the record at `path`; pairs already there are not
 /// written again.
 pub fn record<'a>(path: &Path, code: impl IntoIterator<Item = (&'a str, &'a str)>, reason: Reason) -> Result<()> {
-    let known = entries(path)?;
+    let mut known: HashSet<(String, String)> = entries(path)?.into_iter().collect();
     let time = crate::state::lock::now_rfc3339();
     let mut lines = String::new();
     for (function, sha256) in code {
-        let recorded = known.iter().any(|(f, s)| f == function && s == sha256);
-        if !recorded && is_hash(sha256) && !lines.contains(&format!("{sha256} {function} ")) {
+        if is_hash(sha256) && known.insert((function.to_owned(), sha256.to_owned())) {
             lines.push_str(&format!("{sha256} {function} {} {time}\n", reason.as_str()));
         }
     }

@@ -7,8 +7,9 @@
 //! its history, for promotion to check.
 //!
 //! What a step records and shows never holds a presigned URL's query, a signature or a
-//! token: every detail passes through [`redact`] (a failing PUT's error would otherwise
-//! carry the whole signed URL, and S3's refusal echoes the signed request).
+//! token: every step's detail, and [`analyze_photo`]'s error, pass through [`redact`] (a
+//! failing PUT's error would otherwise carry the whole signed URL, and S3's refusal echoes
+//! the signed request).
 
 use std::time::{Duration, Instant};
 
@@ -105,14 +106,17 @@ async fn record(session: &Session, result: &SmokeTest) -> Result<()> {
 }
 
 /// Uploads `photo` through the deployed API and returns the analysis: GET /upload-url, PUT,
-/// POST /analyze, as any client does.
+/// POST /analyze, as any client does. Its error is cleaned of signing secrets.
 pub async fn analyze_photo(url: &str, photo: &std::path::Path) -> Result<Value> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let bytes = std::fs::read(photo).with_context(|| format!("reading {}", photo.display()))?;
-    let ((upload_url, file_key), _) = get_upload_url(&client, url, bytes.len()).await?;
-    put_photo(&client, &upload_url, bytes).await?;
-    let response = client.post(format!("{url}/analyze")).json(&json!({ "fileKey": file_key })).send().await?;
-    json_response(response, "POST /analyze", 200).await
+    let analysis = async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let bytes = std::fs::read(photo).with_context(|| format!("reading {}", photo.display()))?;
+        let ((upload_url, file_key), _) = get_upload_url(&client, url, bytes.len()).await?;
+        put_photo(&client, &upload_url, bytes).await?;
+        let response = client.post(format!("{url}/analyze")).json(&json!({ "fileKey": file_key })).send().await?;
+        json_response(response, "POST /analyze", 200).await
+    };
+    analysis.await.map_err(|error| anyhow!(redact(&format!("{error:#}"))))
 }
 
 /// Runs the client flow; every step is reported, and the flow stops at the first failure
@@ -192,15 +196,13 @@ async fn json_response(response: reqwest::Response, what: &str, expected: u16) -
     let status = response.status().as_u16();
     let text = response.text().await.with_context(|| format!("reading the response to {what}"))?;
     if status != expected {
-        bail!("{what} returned {status}, expected {expected}: {}", redact(&text));
+        bail!("{what} returned {status}, expected {expected}: {text}");
     }
-    serde_json::from_str(&text).with_context(|| format!("{what} returned a body that is not JSON: {}", redact(&text)))
+    serde_json::from_str(&text).with_context(|| format!("{what} returned a body that is not JSON: {text}"))
 }
 
 fn string_field<'a>(body: &'a Value, field: &str, what: &str) -> Result<&'a str> {
-    body[field]
-        .as_str()
-        .ok_or_else(|| anyhow!("{what}: `{field}` is missing or not a string in {}", redact(&body.to_string())))
+    body[field].as_str().ok_or_else(|| anyhow!("{what}: `{field}` is missing or not a string in {body}"))
 }
 
 /// The page stays plain, fast and small: under 50 KB in all.
@@ -241,13 +243,13 @@ async fn get_upload_url(client: &reqwest::Client, url: &str, length: usize) -> R
     let upload_url = string_field(&body, "uploadUrl", "GET /upload-url")?.to_owned();
     let file_key = string_field(&body, "fileKey", "GET /upload-url")?.to_owned();
     if string_field(&body, "contentType", "GET /upload-url")? != "image/jpeg" || !file_key.starts_with("uploads/") {
-        bail!("GET /upload-url returned an unexpected body: {}", redact(&body.to_string()));
+        bail!("GET /upload-url returned an unexpected body: {body}");
     }
     if body["expiresIn"].as_u64().is_none() {
-        bail!("GET /upload-url: `expiresIn` is missing or not a number in {}", redact(&body.to_string()));
+        bail!("GET /upload-url: `expiresIn` is missing or not a number in {body}");
     }
     if body["contentLength"].as_u64() != Some(length as u64) {
-        bail!("GET /upload-url did not sign the length {length}: {}", redact(&body.to_string()));
+        bail!("GET /upload-url did not sign the length {length}: {body}");
     }
     Ok(((upload_url, file_key.clone()), format!("fileKey {file_key}, signed for {length} bytes")))
 }
@@ -260,13 +262,11 @@ async fn put_photo(client: &reqwest::Client, upload_url: &str, bytes: Vec<u8>) -
         .body(bytes)
         .send()
         .await
-        // The URL is a credential: the error names the request, not the URL.
-        .map_err(reqwest::Error::without_url)
         .context("PUT to the presigned URL")?;
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
-        bail!("PUT to the presigned URL returned {status}: {}", redact(&text));
+        bail!("PUT to the presigned URL returned {status}: {text}");
     }
     Ok(((), format!("{size} bytes")))
 }

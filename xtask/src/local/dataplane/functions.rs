@@ -81,21 +81,21 @@ impl DataPlane {
         }
     }
 
-    /// Whether `function`'s code is this checkout's to run: its hash is in the state
-    /// directory's record of code the tool built or deployed ([`crate::local::trust`]). The
-    /// record is re-read only when a hash is not in the copy last read. The error says why
-    /// the function is refused.
+    /// Whether `function`'s code is this checkout's to run: its hash is in the checkout's
+    /// record of code the tool built or deployed ([`crate::local::trust`]). The record (a few
+    /// lines) is re-read only when a hash is not in the copy last read. The error says why the
+    /// function is refused.
     pub(super) fn check_trusted(&self, function: &Function) -> Result<(), String> {
         let sha256 = &function.code_sha256;
-        if self.trusted.lock().unwrap().contains(sha256) {
-            return Ok(());
-        }
         let path = &self.options.trusted_code;
-        match trust::hashes(path) {
-            Ok(hashes) => *self.trusted.lock().unwrap() = hashes,
-            Err(error) => tracing::warn!("reading the record of trusted code: {error:#}"),
+        let mut trusted = self.trusted.lock().unwrap();
+        if !trusted.contains(sha256) {
+            match trust::hashes(path) {
+                Ok(hashes) => *trusted = hashes,
+                Err(error) => tracing::warn!("reading the record of trusted code: {error:#}"),
+            }
         }
-        if self.trusted.lock().unwrap().contains(sha256) {
+        if trusted.contains(sha256) {
             return Ok(());
         }
         Err(format!(

@@ -204,7 +204,7 @@ struct DataPlane {
     /// Every function the snapshot's integrations invoke, ready to run, by region, name and
     /// qualifier. Written by the background refresh, read by requests.
     prepared: Mutex<HashMap<FunctionKey, Prepared>>,
-    /// The code hashes it may run, as last read from the state directory's record
+    /// The code hashes it may run, as last read from the checkout's record
     /// ([`crate::local::trust`]).
     trusted: Mutex<std::collections::HashSet<String>>,
     /// The refusals the background refresh has logged, so that each is logged once.

@@ -86,7 +86,7 @@ impl DataPlane {
         let begun = std::time::Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        if let Err(refusal) = super::serving::check_host(&request) {
+        if let Err(refusal) = loopback::check_headers(request.headers()) {
             tracing::warn!("S3 {method} {path} -> 403: {refusal}");
             return s3_error(StatusCode::FORBIDDEN, "AccessDenied", &refusal);
         }

@@ -86,7 +86,7 @@ impl DataPlane {
         let arrived = SystemTime::now();
         let method = request.method().clone();
         let target = request.uri().path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
-        if let Err(refusal) = check_host(&request) {
+        if let Err(refusal) = loopback::check_headers(request.headers()) {
             tracing::warn!("port {port} {method} {target} -> 403: {refusal}");
             return full(message(StatusCode::FORBIDDEN, "Forbidden"));
         }
@@ -297,12 +297,6 @@ impl DataPlane {
             }
         }
     }
-}
-
-/// The DNS-rebinding guard of every data plane listener: the request's `Host` must name this
-/// machine (see [`loopback`]).
-pub(super) fn check_host<B>(request: &Request<B>) -> Result<(), String> {
-    loopback::check_host(request.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()))
 }
 
 /// API Gateway's answer when the function does not answer.

@@ -54,8 +54,7 @@ pub(super) fn route(method: &Method, path: &str) -> Option<(String, Route)> {
 }
 
 pub(super) async fn handle(shared: Weak<Shared>, request: Request<Incoming>) -> Result<ApiResponse, Infallible> {
-    let host = request.headers().get(hyper::header::HOST).and_then(|v| v.to_str().ok());
-    if let Err(refusal) = loopback::check_host(host) {
+    if let Err(refusal) = loopback::check_headers(request.headers()) {
         tracing::warn!("Runtime API {} {} -> 403: {refusal}", request.method(), request.uri().path());
         return Ok(api_error(StatusCode::FORBIDDEN, "AccessDenied", &refusal));
     }
